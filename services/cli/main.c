@@ -7,7 +7,22 @@
 #include "cli.h"
 #include "log.h"
 
+int cmd_info_main(int argc, char **argv);
+int cmd_run_main(int argc, char **argv);
+int cmd_eval_main(int argc, char **argv);
+int cmd_classify_main(int argc, char **argv);
+
 static const cli_command commands[] = {
+	{"info", "describe a model: inputs, outputs, nodes, parameters, MACs",
+	 cmd_info_main},
+	{"run", "run a model on one machine (.npy in, .npy out, timing)",
+	 cmd_run_main},
+	{"eval", "accuracy of a model on its data set's test split",
+	 cmd_eval_main},
+	{"classify", "classify PNG/JPEG files with a model (JSON top-k)",
+	 cmd_classify_main},
+	{"partition", "split a model's neurons across devices; print loads",
+	 cmd_partition_main},
 	{NULL, NULL, NULL},
 };
 

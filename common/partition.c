@@ -1,0 +1,775 @@
+/*
+ * partition.c - the partitioning methods, the map validator, and the JSON
+ * form of a map.
+ *
+ * Balance bound: every method but layerwise gives each device
+ * floor(N/D) or ceil(N/D) primary neurons of every stage of N neurons, and
+ * since all neurons of a stage cost the same (stage.h), per-device primary
+ * MACs and weight bytes differ by at most one neuron per stage. Replicas
+ * (robustdice, random) go to the device holding the fewest replicas of the
+ * stage so far, so replica counts per stage also differ by at most one.
+ * Sequential/layerwise/full put replicas on the next device(s) in ring
+ * order, which is balanced for sequential and full by construction.
+ * Layerwise is the pipeline baseline: whole stages per device, balanced only
+ * as well as contiguous runs of stages allow.
+ */
+#include "partition.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const method_names[] = {"sequential", "random", "layerwise",
+					   "full", "robustdice"};
+_Static_assert(sizeof method_names / sizeof method_names[0] ==
+		       PARTITION_METHOD_COUNT,
+	       "one name per partition method");
+static const char *const score_names[] = {"l1", "act"};
+_Static_assert(sizeof score_names / sizeof score_names[0] ==
+		       PARTITION_SCORE_COUNT,
+	       "one name per score");
+
+const char *partition_method_name(partition_method m)
+{
+	return (unsigned)m < PARTITION_METHOD_COUNT ? method_names[m] : "?";
+}
+
+df_err partition_method_parse(const char *s, partition_method *out)
+{
+	for (int i = 0; i < PARTITION_METHOD_COUNT; i++)
+		if (s && strcmp(s, method_names[i]) == 0) {
+			*out = (partition_method)i;
+			return DF_OK;
+		}
+	return df_errf(DF_EINVAL,
+		       "unknown method '%s' (sequential, random, layerwise, full, robustdice)",
+		       s ? s : "");
+}
+
+const char *partition_score_name(partition_score s)
+{
+	return (unsigned)s < PARTITION_SCORE_COUNT ? score_names[s] : "?";
+}
+
+df_err partition_score_parse(const char *s, partition_score *out)
+{
+	for (int i = 0; i < PARTITION_SCORE_COUNT; i++)
+		if (s && strcmp(s, score_names[i]) == 0) {
+			*out = (partition_score)i;
+			return DF_OK;
+		}
+	return df_errf(DF_EINVAL, "unknown score '%s' (l1, act)", s ? s : "");
+}
+
+void partition_params_default(partition_params *p)
+{
+	memset(p, 0, sizeof *p);
+	p->method = PARTITION_ROBUSTDICE;
+	p->ratio = 0.25;
+	p->copies = 2;
+	p->score = PARTITION_SCORE_L1;
+	p->n_devices = 1;
+	p->gateway_last = true;
+}
+
+/* splitmix64: small, seedable, good enough to shuffle neuron ids. */
+static uint64_t rng_next(uint64_t *state)
+{
+	uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+	return z ^ (z >> 31);
+}
+
+static void shuffle(int32_t *a, int64_t n, uint64_t *rng)
+{
+	for (int64_t i = n - 1; i > 0; i--) {
+		int64_t j = (int64_t)(rng_next(rng) % (uint64_t)(i + 1));
+		int32_t t = a[i];
+		a[i] = a[j];
+		a[j] = t;
+	}
+}
+
+void partition_destroy(partition_map *m)
+{
+	if (!m)
+		return;
+	for (int s = 0; s < m->n_stages; s++) {
+		free(m->stages[s].primary);
+		free(m->stages[s].replicas);
+	}
+	free(m->stages);
+	for (int d = 0; d < m->n_devices; d++)
+		free(m->devices[d]);
+	free(m->devices);
+	free(m->model);
+	free(m);
+}
+
+/* Neuron order for robustdice: descending score, ties by id. */
+typedef struct scored {
+	float score;
+	int32_t id;
+} scored;
+
+static int cmp_scored(const void *a, const void *b)
+{
+	const scored *x = a, *y = b;
+	if (x->score != y->score)
+		return x->score < y->score ? 1 : -1;
+	return (x->id > y->id) - (x->id < y->id);
+}
+
+/* Number of neurons of a stage of n that get replicas at ratio r. */
+static int64_t replica_budget(double r, int64_t n)
+{
+	int64_t k = (int64_t)llround(r * (double)n);
+	return k < 0 ? 0 : k > n ? n : k;
+}
+
+/* Places the replicas of neuron i (primary p) on the devices with the
+ * fewest replicas in this stage, skipping p and earlier copies. */
+static void place_least_loaded(partition_stage *ps, int copies, int n_dev,
+			       int64_t i, int64_t *stage_replicas)
+{
+	int32_t *rep = &ps->replicas[i * (copies - 1)];
+	for (int c = 0; c < copies - 1; c++) {
+		int best = -1;
+		for (int d = 0; d < n_dev; d++) {
+			if (d == ps->primary[i])
+				continue;
+			bool used = false;
+			for (int k = 0; k < c; k++)
+				used |= rep[k] == d;
+			if (used)
+				continue;
+			if (best < 0 || stage_replicas[d] < stage_replicas[best])
+				best = d;
+		}
+		rep[c] = best;
+		if (best >= 0)
+			stage_replicas[best]++;
+	}
+}
+
+/* Places replicas of neuron i on the next devices in ring order. */
+static void place_ring(partition_stage *ps, int copies, int n_dev, int64_t i)
+{
+	int32_t *rep = &ps->replicas[i * (copies - 1)];
+	for (int c = 0; c < copies - 1; c++)
+		rep[c] = (ps->primary[i] + 1 + c) % n_dev;
+}
+
+/* Chooses which neurons of a stage of n get replicas, without importance:
+ * k ids evenly spread over 0..n-1 (sequential, layerwise) or a seeded
+ * random sample (random). */
+static void pick_blind(bool *chosen, int64_t n, int64_t k, bool random,
+		       uint64_t *rng, int32_t *scratch)
+{
+	memset(chosen, 0, (size_t)n * sizeof *chosen);
+	if (random) {
+		for (int64_t i = 0; i < n; i++)
+			scratch[i] = (int32_t)i;
+		shuffle(scratch, n, rng);
+		for (int64_t j = 0; j < k; j++)
+			chosen[scratch[j]] = true;
+		return;
+	}
+	for (int64_t j = 0; j < k; j++)
+		chosen[(j * n) / k] = true;
+}
+
+/* Index of the stage whose output ends up as the graph's answer: the last
+ * NEURON stage, provided only LOCAL stages follow it. */
+static int logits_stage(const stage_plan *plan)
+{
+	for (int s = plan->n_stages - 1; s >= 0; s--)
+		if (plan->stages[s].kind == STAGE_NEURON)
+			return s;
+	return -1;
+}
+
+/* Layerwise: device of each stage by cumulative MACs (contiguous runs). */
+static void layerwise_devices(const stage_plan *plan, const bool *dist,
+			      int n_dev, int *dev)
+{
+	double total = 0, acc = 0;
+	for (int s = 0; s < plan->n_stages; s++)
+		if (dist[s])
+			total += (double)plan->stages[s].macs;
+	for (int s = 0; s < plan->n_stages; s++) {
+		dev[s] = -1;
+		if (!dist[s])
+			continue;
+		double mid = acc + (double)plan->stages[s].macs / 2;
+		int d = total > 0 ? (int)(mid * n_dev / total) : 0;
+		dev[s] = d >= n_dev ? n_dev - 1 : d;
+		acc += (double)plan->stages[s].macs;
+	}
+}
+
+static df_err fill_stage(const graph *g, const stage_plan *plan, int s,
+			 const partition_params *pp, int copies, int layer_dev,
+			 partition_stage *ps, uint64_t *rng)
+{
+	const int n_dev = pp->n_devices;
+	const int64_t n = ps->n_neurons;
+	df_err err = DF_OK;
+	scored *order = NULL;
+	bool *chosen = calloc((size_t)n, sizeof *chosen);
+	int32_t *perm = calloc((size_t)n, sizeof *perm);
+	int64_t *stage_replicas = calloc((size_t)n_dev, sizeof *stage_replicas);
+	float *l1 = NULL;
+	ps->primary = calloc((size_t)n, sizeof *ps->primary);
+	if (copies > 1)
+		ps->replicas = malloc((size_t)n * (size_t)(copies - 1) *
+				      sizeof *ps->replicas);
+	if (!chosen || !perm || !stage_replicas || !ps->primary ||
+	    (copies > 1 && !ps->replicas)) {
+		err = DF_ENOMEM;
+		goto out;
+	}
+	for (int64_t i = 0; i < n * (copies - 1); i++)
+		ps->replicas[i] = -1;
+
+	double ratio = pp->method == PARTITION_FULL ? 1.0
+		     : pp->stage_ratio ? pp->stage_ratio[s] : pp->ratio;
+	int64_t k = copies > 1 ? replica_budget(ratio, n) : 0;
+
+	switch (pp->method) {
+	case PARTITION_SEQUENTIAL:
+	case PARTITION_FULL:
+		for (int64_t i = 0; i < n; i++)
+			ps->primary[i] = (int32_t)((i * n_dev) / n);
+		break;
+	case PARTITION_LAYERWISE:
+		for (int64_t i = 0; i < n; i++)
+			ps->primary[i] = layer_dev;
+		break;
+	case PARTITION_RANDOM:
+		for (int64_t i = 0; i < n; i++)
+			perm[i] = (int32_t)i;
+		shuffle(perm, n, rng);
+		for (int64_t j = 0; j < n; j++)
+			ps->primary[perm[j]] = (int32_t)((j * n_dev) / n);
+		break;
+	case PARTITION_ROBUSTDICE: {
+		order = malloc((size_t)n * sizeof *order);
+		if (!order) {
+			err = DF_ENOMEM;
+			goto out;
+		}
+		const float *sc = pp->scores ? pp->scores[s] : NULL;
+		if (!sc) {
+			l1 = malloc((size_t)n * sizeof *l1);
+			if (!l1) {
+				err = DF_ENOMEM;
+				goto out;
+			}
+			err = stage_neuron_l1(g, plan, s, l1);
+			if (err)
+				goto out;
+			sc = l1;
+		}
+		for (int64_t i = 0; i < n; i++)
+			order[i] = (scored){sc[i], (int32_t)i};
+		qsort(order, (size_t)n, sizeof *order, cmp_scored);
+		/* Snake dealing: every device gets an equal share of every
+		 * importance tier. */
+		for (int64_t j = 0; j < n; j++) {
+			int64_t round = j / n_dev, pos = j % n_dev;
+			ps->primary[order[j].id] =
+				(int32_t)(round % 2 == 0 ? pos : n_dev - 1 - pos);
+		}
+		for (int64_t j = 0; j < k; j++)
+			chosen[order[j].id] = true;
+		break;
+	}
+	default:
+		err = df_errf(DF_EINVAL, "unknown method %d", (int)pp->method);
+		goto out;
+	}
+	if (pp->method != PARTITION_ROBUSTDICE)
+		pick_blind(chosen, n, k, pp->method == PARTITION_RANDOM, rng, perm);
+
+	for (int64_t i = 0; i < n; i++) {
+		if (!chosen[i])
+			continue;
+		if (pp->method == PARTITION_RANDOM ||
+		    pp->method == PARTITION_ROBUSTDICE)
+			place_least_loaded(ps, copies, n_dev, i, stage_replicas);
+		else
+			place_ring(ps, copies, n_dev, i);
+	}
+out:
+	free(order);
+	free(chosen);
+	free(perm);
+	free(stage_replicas);
+	free(l1);
+	return err;
+}
+
+df_err partition_create(const graph *g, const stage_plan *plan,
+			const partition_params *pp, partition_map **out)
+{
+	if (pp->n_devices < 1 || pp->n_devices > PARTITION_MAX_DEVICES)
+		return df_errf(DF_EINVAL, "devices must be 1..%d, got %d",
+			       PARTITION_MAX_DEVICES, pp->n_devices);
+	if (!(pp->ratio >= 0 && pp->ratio <= 1))
+		return df_errf(DF_EINVAL, "ratio must be in [0,1], got %g", pp->ratio);
+	if (pp->copies < 1 || pp->copies > PARTITION_MAX_COPIES)
+		return df_errf(DF_EINVAL, "copies must be 1..%d, got %d",
+			       PARTITION_MAX_COPIES, pp->copies);
+	if ((unsigned)pp->method >= PARTITION_METHOD_COUNT)
+		return df_errf(DF_EINVAL, "unknown method %d", (int)pp->method);
+
+	df_err err = DF_OK;
+	int *layer_dev = NULL;
+	bool *dist = NULL;
+	partition_map *m = calloc(1, sizeof *m);
+	if (!m)
+		return DF_ENOMEM;
+	m->method = pp->method;
+	m->ratio = pp->method == PARTITION_FULL ? 1.0 : pp->ratio;
+	/* A neuron cannot have more distinct holders than there are devices;
+	 * `full` means two holders at least. */
+	int copies = pp->copies;
+	if (pp->method == PARTITION_FULL && copies < 2)
+		copies = 2;
+	if (copies > pp->n_devices)
+		copies = pp->n_devices;
+	m->copies = copies;
+	m->score = pp->score;
+	m->seed = pp->seed;
+	m->n_devices = pp->n_devices;
+	m->n_stages = plan->n_stages;
+	m->devices = calloc((size_t)pp->n_devices, sizeof *m->devices);
+	m->stages = calloc((size_t)plan->n_stages + 1, sizeof *m->stages);
+	layer_dev = calloc((size_t)plan->n_stages + 1, sizeof *layer_dev);
+	dist = calloc((size_t)plan->n_stages + 1, sizeof *dist);
+	if (!m->devices || !m->stages || !layer_dev || !dist) {
+		err = DF_ENOMEM;
+		goto out;
+	}
+	for (int d = 0; d < pp->n_devices; d++) {
+		char name[32];
+		const char *id = name;
+		if (pp->device_ids)
+			id = pp->device_ids[d];
+		else
+			snprintf(name, sizeof name, "d%d", d);
+		m->devices[d] = strdup(id);
+		if (!m->devices[d]) {
+			err = DF_ENOMEM;
+			goto out;
+		}
+	}
+	int last = pp->gateway_last ? logits_stage(plan) : -1;
+	for (int s = 0; s < plan->n_stages; s++) {
+		const stage *st = &plan->stages[s];
+		m->stages[s].n_neurons = st->kind == STAGE_NEURON ? st->n_neurons : 0;
+		dist[s] = st->kind == STAGE_NEURON && s != last;
+		m->stages[s].on_gateway = !dist[s];
+	}
+	layerwise_devices(plan, dist, pp->n_devices, layer_dev);
+	uint64_t rng = pp->seed ^ 0x64696365666c6565ULL; /* "diceflee" */
+	for (int s = 0; s < plan->n_stages && !err; s++)
+		if (dist[s])
+			err = fill_stage(g, plan, s, pp, copies, layer_dev[s],
+					 &m->stages[s], &rng);
+	if (!err)
+		err = partition_validate(m, plan);
+out:
+	free(layer_dev);
+	free(dist);
+	if (err) {
+		partition_destroy(m);
+		return err;
+	}
+	*out = m;
+	return DF_OK;
+}
+
+df_err partition_validate(const partition_map *m, const stage_plan *plan)
+{
+	if (m->n_devices < 1 || m->n_devices > PARTITION_MAX_DEVICES)
+		return df_errf(DF_EINVAL, "map has %d devices (1..%d allowed)",
+			       m->n_devices, PARTITION_MAX_DEVICES);
+	if (m->copies < 1 || m->copies > m->n_devices ||
+	    m->copies > PARTITION_MAX_COPIES)
+		return df_errf(DF_EINVAL, "map copies %d not in 1..%d", m->copies,
+			       m->n_devices < PARTITION_MAX_COPIES
+				       ? m->n_devices : PARTITION_MAX_COPIES);
+	for (int a = 0; a < m->n_devices; a++) {
+		if (!m->devices[a] || !m->devices[a][0])
+			return df_errf(DF_EINVAL, "device %d has no id", a);
+		for (int b = 0; b < a; b++)
+			if (strcmp(m->devices[a], m->devices[b]) == 0)
+				return df_errf(DF_EINVAL, "device id '%s' listed twice",
+					       m->devices[a]);
+	}
+	if (plan && plan->n_stages != m->n_stages)
+		return df_errf(DF_EINVAL, "map has %d stages, the model has %d",
+			       m->n_stages, plan->n_stages);
+	const int reps = m->copies - 1;
+	for (int s = 0; s < m->n_stages; s++) {
+		const partition_stage *ps = &m->stages[s];
+		if (plan) {
+			const stage *st = &plan->stages[s];
+			int64_t want = st->kind == STAGE_NEURON ? st->n_neurons : 0;
+			if (ps->n_neurons != want)
+				return df_errf(DF_EINVAL,
+					       "stage %d (%s): map has %lld neurons, the model %lld",
+					       s, st->name, (long long)ps->n_neurons,
+					       (long long)want);
+			if (st->kind == STAGE_LOCAL && !ps->on_gateway)
+				return df_errf(DF_EINVAL,
+					       "stage %d (%s) is local but assigned to devices",
+					       s, st->name);
+		}
+		if (ps->n_neurons < 0)
+			return df_errf(DF_EINVAL, "stage %d: negative neuron count", s);
+		if (ps->on_gateway) {
+			if (ps->primary || ps->replicas)
+				return df_errf(DF_EINVAL,
+					       "stage %d runs on the gateway but has devices", s);
+			continue;
+		}
+		if (!ps->primary || ps->n_neurons == 0)
+			return df_errf(DF_EINVAL, "stage %d: neurons without primaries", s);
+		if (reps > 0 && !ps->replicas)
+			return df_errf(DF_EINVAL, "stage %d: replica table missing", s);
+		for (int64_t i = 0; i < ps->n_neurons; i++) {
+			int32_t p = ps->primary[i];
+			if (p < 0 || p >= m->n_devices)
+				return df_errf(DF_EINVAL,
+					       "stage %d neuron %lld: unknown primary device %d",
+					       s, (long long)i, p);
+			bool ended = false;
+			for (int c = 0; c < reps; c++) {
+				int32_t r = ps->replicas[i * reps + c];
+				if (r == -1) {
+					ended = true;
+					continue;
+				}
+				if (ended || r < 0 || r >= m->n_devices)
+					return df_errf(DF_EINVAL,
+						       "stage %d neuron %lld: bad replica device %d",
+						       s, (long long)i, r);
+				if (r == p)
+					return df_errf(DF_EINVAL,
+						       "stage %d neuron %lld: replica on its primary's device %s",
+						       s, (long long)i, m->devices[p]);
+				for (int k = 0; k < c; k++)
+					if (ps->replicas[i * reps + k] == r)
+						return df_errf(DF_EINVAL,
+							       "stage %d neuron %lld: two replicas on device %s",
+							       s, (long long)i, m->devices[r]);
+			}
+		}
+	}
+	return DF_OK;
+}
+
+int partition_device_index(const partition_map *m, const char *id)
+{
+	for (int d = 0; d < m->n_devices; d++)
+		if (strcmp(m->devices[d], id) == 0)
+			return d;
+	return -1;
+}
+
+df_err partition_loads(const partition_map *m, const stage_plan *plan,
+		       partition_load *loads, partition_load *whole)
+{
+	df_err err = partition_validate(m, plan);
+	if (err)
+		return err;
+	memset(loads, 0, (size_t)m->n_devices * sizeof *loads);
+	partition_load w = {0};
+	const int reps = m->copies - 1;
+	for (int s = 0; s < m->n_stages; s++) {
+		const partition_stage *ps = &m->stages[s];
+		const stage *st = &plan->stages[s];
+		if (ps->on_gateway)
+			continue;
+		w.primary_neurons += ps->n_neurons;
+		w.macs += st->macs;
+		w.weight_bytes += st->weight_bytes;
+		for (int64_t i = 0; i < ps->n_neurons; i++) {
+			partition_load *l = &loads[ps->primary[i]];
+			l->primary_neurons++;
+			l->macs += st->macs_per_neuron;
+			l->weight_bytes += st->weight_bytes_per_neuron;
+			for (int c = 0; c < reps; c++) {
+				int32_t r = ps->replicas[i * reps + c];
+				if (r < 0)
+					continue;
+				loads[r].replica_neurons++;
+				loads[r].weight_bytes += st->weight_bytes_per_neuron;
+			}
+		}
+	}
+	if (whole)
+		*whole = w;
+	return DF_OK;
+}
+
+df_err partition_held(const partition_map *m, int s, int d, int32_t **ids,
+		      size_t *n)
+{
+	if (s < 0 || s >= m->n_stages || d < 0 || d >= m->n_devices)
+		return df_errf(DF_EINVAL, "stage %d / device %d out of range", s, d);
+	const partition_stage *ps = &m->stages[s];
+	const int reps = m->copies - 1;
+	int32_t *out = malloc(((size_t)ps->n_neurons + 1) * sizeof *out);
+	if (!out)
+		return DF_ENOMEM;
+	size_t k = 0;
+	if (!ps->on_gateway) {
+		for (int64_t i = 0; i < ps->n_neurons; i++)
+			if (ps->primary[i] == d)
+				out[k++] = (int32_t)i;
+		for (int64_t i = 0; i < ps->n_neurons; i++)
+			for (int c = 0; c < reps; c++)
+				if (ps->replicas[i * reps + c] == d)
+					out[k++] = (int32_t)i;
+	}
+	*ids = out;
+	*n = k;
+	return DF_OK;
+}
+
+/* ---- JSON ---------------------------------------------------------- */
+
+static json_t *int_array(const int32_t *a, int64_t n, int stride, int off)
+{
+	json_t *arr = json_array();
+	for (int64_t i = 0; arr && i < n; i++)
+		if (json_array_append_new(arr, json_integer(a[i * stride + off]))) {
+			json_decref(arr);
+			return NULL;
+		}
+	return arr;
+}
+
+df_err partition_to_json(const partition_map *m, char **out)
+{
+	df_err err = DF_OK;
+	json_t *root = json_pack("{s:i, s:I, s:s?, s:s, s:f, s:i, s:s, s:I, s:[]}",
+				 "format", 1, "version", (json_int_t)m->version,
+				 "model", m->model, "method",
+				 partition_method_name(m->method), "ratio",
+				 m->ratio, "copies", m->copies, "score",
+				 partition_score_name(m->score), "seed",
+				 (json_int_t)m->seed, "devices");
+	json_t *stages = json_array();
+	if (!root || !stages) {
+		err = DF_ENOMEM;
+		goto out;
+	}
+	json_t *devs = json_object_get(root, "devices");
+	for (int d = 0; d < m->n_devices && !err; d++)
+		if (json_array_append_new(devs, json_string(m->devices[d])))
+			err = DF_ENOMEM;
+	const int reps = m->copies - 1;
+	for (int s = 0; s < m->n_stages && !err; s++) {
+		const partition_stage *ps = &m->stages[s];
+		json_t *js = json_pack("{s:I, s:b}", "neurons",
+				       (json_int_t)ps->n_neurons, "gateway",
+				       ps->on_gateway);
+		if (!js || json_array_append_new(stages, js)) {
+			err = DF_ENOMEM;
+			break;
+		}
+		if (ps->on_gateway)
+			continue;
+		json_t *prim = int_array(ps->primary, ps->n_neurons, 1, 0);
+		json_t *rep = json_array();
+		if (!prim || !rep || json_object_set_new(js, "primary", prim) ||
+		    json_object_set_new(js, "replicas", rep)) {
+			err = DF_ENOMEM;
+			break;
+		}
+		for (int c = 0; c < reps && !err; c++)
+			if (json_array_append_new(rep, int_array(ps->replicas,
+								 ps->n_neurons,
+								 reps, c)))
+				err = DF_ENOMEM;
+	}
+	if (!err && json_object_set(root, "stages", stages))
+		err = DF_ENOMEM;
+	if (!err) {
+		*out = json_dumps(root, JSON_COMPACT);
+		if (!*out)
+			err = DF_ENOMEM;
+	}
+out:
+	json_decref(stages);
+	json_decref(root);
+	return err;
+}
+
+/* Reads an array of n device indices (-1 allowed if allow_none) into dst
+ * with the given stride. */
+static df_err read_indices(json_t *arr, int64_t n, int32_t *dst, int stride,
+			   int s, const char *what)
+{
+	if (!json_is_array(arr) || (int64_t)json_array_size(arr) != n)
+		return df_errf(DF_EINVAL,
+			       "stage %d: '%s' must be an array of %lld device indices",
+			       s, what, (long long)n);
+	for (int64_t i = 0; i < n; i++) {
+		json_t *v = json_array_get(arr, (size_t)i);
+		if (!json_is_integer(v) || json_integer_value(v) < -1 ||
+		    json_integer_value(v) >= PARTITION_MAX_DEVICES)
+			return df_errf(DF_EINVAL, "stage %d: '%s'[%lld] is not a device index",
+				       s, what, (long long)i);
+		dst[i * stride] = (int32_t)json_integer_value(v);
+	}
+	return DF_OK;
+}
+
+static df_err parse_stage(json_t *js, int s, int reps, partition_stage *ps)
+{
+	json_int_t neurons = 0;
+	int gw = 0;
+	json_t *prim = NULL, *rep = NULL;
+	json_error_t jerr;
+	if (json_unpack_ex(js, &jerr, JSON_STRICT, "{s:I, s:b, s?o, s?o}",
+			   "neurons", &neurons, "gateway", &gw, "primary", &prim,
+			   "replicas", &rep))
+		return df_errf(DF_EINVAL, "stage %d: %s", s, jerr.text);
+	if (neurons < 0 || neurons > (1 << 24))
+		return df_errf(DF_EINVAL, "stage %d: neurons %lld out of range", s,
+			       (long long)neurons);
+	ps->n_neurons = neurons;
+	ps->on_gateway = gw;
+	if (gw) {
+		if (prim || rep)
+			return df_errf(DF_EINVAL,
+				       "stage %d runs on the gateway but lists devices", s);
+		return DF_OK;
+	}
+	if (!prim)
+		return df_errf(DF_EINVAL, "stage %d: 'primary' missing", s);
+	ps->primary = calloc((size_t)neurons + 1, sizeof *ps->primary);
+	if (!ps->primary)
+		return DF_ENOMEM;
+	df_err err = read_indices(prim, neurons, ps->primary, 1, s, "primary");
+	if (err)
+		return err;
+	if (reps == 0)
+		return rep && json_array_size(rep) != 0
+			? df_errf(DF_EINVAL, "stage %d: replicas with copies 1", s)
+			: DF_OK;
+	if (!json_is_array(rep) || (int)json_array_size(rep) != reps)
+		return df_errf(DF_EINVAL, "stage %d: 'replicas' must hold %d arrays", s,
+			       reps);
+	ps->replicas = malloc(((size_t)neurons * (size_t)reps + 1) *
+			      sizeof *ps->replicas);
+	if (!ps->replicas)
+		return DF_ENOMEM;
+	for (int c = 0; c < reps && !err; c++)
+		err = read_indices(json_array_get(rep, (size_t)c), neurons,
+				   ps->replicas + c, reps, s, "replicas");
+	return err;
+}
+
+df_err partition_from_json(const char *text, size_t len, partition_map **out)
+{
+	json_error_t jerr;
+	json_t *root = json_loadb(text, len, 0, &jerr);
+	if (!root)
+		return df_errf(DF_EINVAL, "partition map: invalid JSON at line %d: %s",
+			       jerr.line, jerr.text);
+	df_err err = DF_OK;
+	partition_map *m = calloc(1, sizeof *m);
+	json_int_t version = 0, seed = 0;
+	int format = 0, copies = 0;
+	const char *model = NULL, *method = NULL, *score = NULL;
+	double ratio = 0;
+	json_t *devs = NULL, *stages = NULL;
+	if (!m) {
+		err = DF_ENOMEM;
+		goto out;
+	}
+	if (json_unpack_ex(root, &jerr, JSON_STRICT,
+			   "{s:i, s:I, s?s, s:s, s:F, s:i, s:s, s:I, s:o, s:o}",
+			   "format", &format, "version", &version, "model", &model,
+			   "method", &method, "ratio", &ratio, "copies", &copies,
+			   "score", &score, "seed", &seed, "devices", &devs,
+			   "stages", &stages)) {
+		err = df_errf(DF_EINVAL, "partition map: %s", jerr.text);
+		goto out;
+	}
+	if (format != 1) {
+		err = df_errf(DF_ENOTSUP, "partition map format %d (only 1)", format);
+		goto out;
+	}
+	if ((err = partition_method_parse(method, &m->method)) ||
+	    (err = partition_score_parse(score, &m->score)))
+		goto out;
+	if (!(ratio >= 0 && ratio <= 1) || copies < 1 ||
+	    copies > PARTITION_MAX_COPIES || version < 0) {
+		err = df_errf(DF_EINVAL, "partition map: ratio, copies or version out of range");
+		goto out;
+	}
+	m->version = version;
+	m->ratio = ratio;
+	m->copies = copies;
+	m->seed = (uint64_t)seed;
+	if (model && !(m->model = strdup(model))) {
+		err = DF_ENOMEM;
+		goto out;
+	}
+	if (!json_is_array(devs) || json_array_size(devs) < 1 ||
+	    json_array_size(devs) > PARTITION_MAX_DEVICES) {
+		err = df_errf(DF_EINVAL, "partition map: 'devices' must list 1..%d ids",
+			      PARTITION_MAX_DEVICES);
+		goto out;
+	}
+	m->devices = calloc(json_array_size(devs), sizeof *m->devices);
+	if (!m->devices) {
+		err = DF_ENOMEM;
+		goto out;
+	}
+	for (size_t d = 0; d < json_array_size(devs); d++) {
+		const char *id = json_string_value(json_array_get(devs, d));
+		if (!id) {
+			err = df_errf(DF_EINVAL, "partition map: device %zu is not a string", d);
+			goto out;
+		}
+		if (!(m->devices[d] = strdup(id))) {
+			err = DF_ENOMEM;
+			goto out;
+		}
+		m->n_devices++;
+	}
+	if (!json_is_array(stages) || json_array_size(stages) > 100000) {
+		err = df_errf(DF_EINVAL, "partition map: 'stages' must be an array");
+		goto out;
+	}
+	m->stages = calloc(json_array_size(stages) + 1, sizeof *m->stages);
+	if (!m->stages) {
+		err = DF_ENOMEM;
+		goto out;
+	}
+	m->n_stages = (int)json_array_size(stages);
+	for (int s = 0; s < m->n_stages && !err; s++)
+		err = parse_stage(json_array_get(stages, (size_t)s), s, copies - 1,
+				  &m->stages[s]);
+	if (!err)
+		err = partition_validate(m, NULL);
+out:
+	json_decref(root);
+	if (err) {
+		partition_destroy(m);
+		return err;
+	}
+	*out = m;
+	return DF_OK;
+}

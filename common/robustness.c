@@ -1,0 +1,309 @@
+/*
+ * robustness.c - see robustness.h. The per-image work is runner_infer() on
+ * the simulator; this file only feeds images, counts, and enumerates
+ * failure sets.
+ */
+#include "robustness.h"
+
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+df_err robust_dataset_input(const fmnist *d, size_t i,
+			    const model_input_spec *spec, tensor *t)
+{
+	const uint8_t *px = fmnist_image(d, i);
+	if (!px)
+		return df_errf(DF_EINVAL, "image %zu outside the %zu loaded", i,
+			       d->count);
+	image img = {.width = d->cols, .height = d->rows, .channels = 1,
+		     .pixels = (uint8_t *)px};
+	return image_fill_tensor(&img, spec, t);
+}
+
+static df_err observe_stats(void *ctx, int s, const tensor *t)
+{
+	return impute_stats_observe(ctx, s, t);
+}
+
+static df_err input_tensor(const graph *g, tensor **t)
+{
+	const graph_value *v = &g->values[g->inputs[0]];
+	return tensor_create(TENSOR_F32, v->ndim, v->dims, t);
+}
+
+df_err robust_calibrate(const graph *g, const stage_plan *p,
+			const model_input_spec *spec, const fmnist *calib,
+			size_t n, engine_kind kind, int threads,
+			impute_stats **out)
+{
+	if (n == 0 || n > calib->count)
+		return df_errf(DF_EINVAL, "calibration needs 1..%zu images, asked %zu",
+			       calib->count, n);
+	partition_params pp;
+	partition_params_default(&pp);
+	pp.method = PARTITION_SEQUENTIAL;
+	pp.n_devices = 1;
+	pp.ratio = 0;
+	pp.copies = 1;
+	partition_map *one = NULL;
+	impute_stats *st = NULL;
+	sim *s = NULL;
+	runner *r = NULL;
+	tensor *x = NULL;
+	runner_options opt = {.impute = IMPUTE_ZERO, .kind = kind,
+			      .threads = threads};
+	df_err err = partition_create(g, p, &pp, &one);
+	if (!err)
+		err = impute_stats_create(g, p, &st);
+	if (!err)
+		err = sim_create(g, p, one, kind, threads, &s);
+	if (!err)
+		err = runner_create(g, p, one, &opt, &r);
+	if (!err)
+		err = input_tensor(g, &x);
+	if (err)
+		goto out;
+	runner_set_observer(r, observe_stats, st);
+	runner_backend be = sim_backend(s);
+	for (size_t i = 0; i < n && !err; i++) {
+		tensor *y = NULL;
+		err = robust_dataset_input(calib, i, spec, x);
+		if (!err)
+			err = runner_infer(r, x, 0, &be, &y, NULL);
+		tensor_destroy(y);
+	}
+	if (!err)
+		err = impute_stats_finish(st);
+out:
+	tensor_destroy(x);
+	runner_destroy(r);
+	sim_destroy(s);
+	partition_destroy(one);
+	if (err) {
+		impute_stats_destroy(st);
+		return err;
+	}
+	*out = st;
+	return DF_OK;
+}
+
+static int argmax(const tensor *t)
+{
+	const float *v = tensor_f32(t);
+	int best = 0;
+	for (size_t i = 1; i < t->numel; i++)
+		if (v[i] > v[best])
+			best = (int)i;
+	return best;
+}
+
+df_err robust_accuracy(const graph *g, const stage_plan *p,
+		       const partition_map *m, sim *s,
+		       const runner_options *opt,
+		       const model_input_spec *spec, const fmnist *data,
+		       size_t limit, uint64_t down_mask,
+		       robust_progress progress, void *progress_ctx,
+		       robust_run *out)
+{
+	size_t n = limit && limit < data->count ? limit : data->count;
+	runner *r = NULL;
+	tensor *x = NULL;
+	robust_run run = {.images = n};
+	double coverage = 0;
+	df_err err = runner_create(g, p, m, opt, &r);
+	if (!err)
+		err = input_tensor(g, &x);
+	runner_backend be = sim_backend(s);
+	for (size_t i = 0; i < n && !err; i++) {
+		tensor *y = NULL;
+		runner_result res;
+		err = robust_dataset_input(data, i, spec, x);
+		if (!err)
+			err = runner_infer(r, x, down_mask, &be, &y, &res);
+		if (err)
+			break;
+		run.correct += argmax(y) == fmnist_label(data, i);
+		coverage += res.coverage;
+		run.recon_fallbacks += res.recon_fallbacks;
+		tensor_destroy(y);
+		if (progress && ((i + 1) % 100 == 0 || i + 1 == n))
+			progress(progress_ctx, i + 1, n);
+	}
+	tensor_destroy(x);
+	runner_destroy(r);
+	if (err)
+		return err;
+	run.accuracy = n ? (double)run.correct / (double)n : 0;
+	run.coverage_mean = n ? coverage / (double)n : 0;
+	*out = run;
+	return DF_OK;
+}
+
+static uint64_t next_rng(uint64_t *s)
+{
+	uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+	return z ^ (z >> 31);
+}
+
+df_err robust_failure_sets(int n, int k, size_t max_combos, uint64_t seed,
+			   uint64_t **masks, size_t *count)
+{
+	if (n < 1 || n > 63 || k < 0 || k > n)
+		return df_errf(DF_EINVAL, "cannot fail %d of %d devices", k, n);
+	if (max_combos == 0)
+		return df_errf(DF_EINVAL, "max_combos must be at least 1");
+	/* C(n, k), saturating */
+	double total = 1;
+	for (int i = 0; i < k; i++)
+		total = total * (n - i) / (i + 1);
+	size_t want = total <= (double)max_combos ? (size_t)(total + 0.5) : max_combos;
+	uint64_t *out = malloc((want ? want : 1) * sizeof *out);
+	if (!out)
+		return DF_ENOMEM;
+	size_t c = 0;
+	if ((double)want >= total - 0.5) {
+		/* enumerate all k-subsets in lexicographic order of indices */
+		int idx[64];
+		for (int i = 0; i < k; i++)
+			idx[i] = i;
+		while (c < want) {
+			uint64_t m = 0;
+			for (int i = 0; i < k; i++)
+				m |= 1ULL << idx[i];
+			out[c++] = m;
+			int i = k - 1;
+			while (i >= 0 && idx[i] == n - k + i)
+				i--;
+			if (i < 0)
+				break;
+			idx[i]++;
+			for (int j = i + 1; j < k; j++)
+				idx[j] = idx[j - 1] + 1;
+		}
+	} else {
+		uint64_t rng = seed;
+		while (c < want) {
+			uint64_t m = 0;
+			while (__builtin_popcountll(m) < k)
+				m |= 1ULL << (next_rng(&rng) % (uint64_t)n);
+			bool dup = false;
+			for (size_t i = 0; i < c && !dup; i++)
+				dup = out[i] == m;
+			if (!dup)
+				out[c++] = m;
+		}
+	}
+	*masks = out;
+	*count = c;
+	return DF_OK;
+}
+
+df_err robust_stage_sensitivity(const graph *g, const stage_plan *p,
+				const partition_params *base,
+				const runner_options *opt,
+				const model_input_spec *spec, const fmnist *val,
+				size_t n, engine_kind kind, int threads,
+				double *sens)
+{
+	partition_params pp = *base;
+	pp.ratio = 0;
+	pp.copies = 1;
+	pp.stage_ratio = NULL;
+	partition_map *full = NULL, *one = NULL;
+	sim *s = NULL;
+	df_err err = partition_create(g, p, &pp, &full);
+	if (err)
+		return err;
+	/* baseline: nothing split, nothing failed */
+	robust_run clean;
+	err = partition_create(g, p, &pp, &one);
+	for (int st = 0; !err && st < p->n_stages; st++) {
+		one->stages[st].on_gateway = true;
+		free(one->stages[st].primary);
+		one->stages[st].primary = NULL;
+	}
+	if (!err)
+		err = sim_create(g, p, one, kind, threads, &s);
+	if (!err)
+		err = robust_accuracy(g, p, one, s, opt, spec, val, n, 0, NULL, NULL,
+				      &clean);
+	sim_destroy(s);
+	s = NULL;
+	for (int st = 0; !err && st < p->n_stages; st++) {
+		sens[st] = 0;
+		if (full->stages[st].on_gateway)
+			continue;
+		/* one's stage st becomes full's stage st */
+		one->stages[st].on_gateway = false;
+		one->stages[st].primary = full->stages[st].primary;
+		err = sim_create(g, p, one, kind, threads, &s);
+		double lost = 0;
+		for (int d = 0; !err && d < one->n_devices; d++) {
+			robust_run r;
+			err = robust_accuracy(g, p, one, s, opt, spec, val, n,
+					      1ULL << d, NULL, NULL, &r);
+			lost += clean.accuracy - r.accuracy;
+		}
+		sens[st] = lost / one->n_devices;
+		sim_destroy(s);
+		s = NULL;
+		one->stages[st].primary = NULL;
+		one->stages[st].on_gateway = true;
+	}
+	partition_destroy(one);
+	partition_destroy(full);
+	return err;
+}
+
+df_err robust_allocate_budget(const stage_plan *p, const double *sens,
+			      double ratio, double *stage_ratio)
+{
+	if (!(ratio >= 0 && ratio <= 1))
+		return df_errf(DF_EINVAL, "ratio must be in [0,1]");
+	double budget = 0;
+	bool *capped = calloc((size_t)p->n_stages + 1, sizeof *capped);
+	if (!capped)
+		return DF_ENOMEM;
+	for (int s = 0; s < p->n_stages; s++) {
+		stage_ratio[s] = 0;
+		if (p->stages[s].kind == STAGE_NEURON && sens[s] >= 0)
+			budget += ratio * (double)p->stages[s].weight_bytes;
+	}
+	/* Water-filling: ratio_s = k * sens_s, capped at 1; repeat with the
+	 * remaining budget over uncapped stages until nothing new caps. */
+	for (int iter = 0; iter < p->n_stages + 1; iter++) {
+		double left = budget, denom = 0;
+		for (int s = 0; s < p->n_stages; s++) {
+			if (p->stages[s].kind != STAGE_NEURON)
+				continue;
+			if (capped[s])
+				left -= (double)p->stages[s].weight_bytes;
+			else if (sens[s] > 0)
+				denom += sens[s] * (double)p->stages[s].weight_bytes;
+		}
+		double k = denom > 0 && left > 0 ? left / denom : 0;
+		bool changed = false;
+		for (int s = 0; s < p->n_stages; s++) {
+			if (p->stages[s].kind != STAGE_NEURON)
+				continue;
+			if (capped[s]) {
+				stage_ratio[s] = 1;
+				continue;
+			}
+			double r = sens[s] > 0 ? k * sens[s] : 0;
+			if (r >= 1) {
+				capped[s] = true;
+				changed = true;
+				r = 1;
+			}
+			stage_ratio[s] = r;
+		}
+		if (!changed)
+			break;
+	}
+	free(capped);
+	return DF_OK;
+}

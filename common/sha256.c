@@ -1,0 +1,173 @@
+/*
+ * sha256.c - straightforward FIPS 180-4 SHA-256: 64-byte blocks, big-endian
+ * words, length in bits appended after 0x80 and zero padding.
+ */
+#include "sha256.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+static const uint32_t sha256_k[64] = {
+	0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1,
+	0x923f82a4, 0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3,
+	0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786,
+	0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+	0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147,
+	0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13,
+	0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
+	0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+	0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a,
+	0x5b9cca4f, 0x682e6ff3, 0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208,
+	0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+};
+
+static uint32_t rotr(uint32_t x, unsigned n)
+{
+	return (x >> n) | (x << (32 - n));
+}
+
+static void sha256_block(uint32_t st[8], const uint8_t *p)
+{
+	uint32_t w[64];
+	for (int i = 0; i < 16; i++)
+		w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 |
+		       (uint32_t)p[4 * i + 2] << 8 | (uint32_t)p[4 * i + 3];
+	for (int i = 16; i < 64; i++) {
+		uint32_t s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^
+			      (w[i - 15] >> 3);
+		uint32_t s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^
+			      (w[i - 2] >> 10);
+		w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+	}
+	uint32_t a = st[0], b = st[1], c = st[2], d = st[3];
+	uint32_t e = st[4], f = st[5], g = st[6], h = st[7];
+	for (int i = 0; i < 64; i++) {
+		uint32_t s1 = rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25);
+		uint32_t ch = (e & f) ^ (~e & g);
+		uint32_t t1 = h + s1 + ch + sha256_k[i] + w[i];
+		uint32_t s0 = rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22);
+		uint32_t maj = (a & b) ^ (a & c) ^ (b & c);
+		uint32_t t2 = s0 + maj;
+		h = g;
+		g = f;
+		f = e;
+		e = d + t1;
+		d = c;
+		c = b;
+		b = a;
+		a = t1 + t2;
+	}
+	st[0] += a;
+	st[1] += b;
+	st[2] += c;
+	st[3] += d;
+	st[4] += e;
+	st[5] += f;
+	st[6] += g;
+	st[7] += h;
+}
+
+void sha256_init(sha256_ctx *c)
+{
+	static const uint32_t iv[8] = {
+		0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+		0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
+	};
+	memcpy(c->state, iv, sizeof iv);
+	c->bytes = 0;
+	c->fill = 0;
+}
+
+void sha256_update(sha256_ctx *c, const void *data, size_t len)
+{
+	const uint8_t *p = data;
+	c->bytes += len;
+	if (c->fill) {
+		size_t take = 64 - c->fill;
+		if (take > len)
+			take = len;
+		memcpy(c->block + c->fill, p, take);
+		c->fill += take;
+		p += take;
+		len -= take;
+		if (c->fill < 64)
+			return;
+		sha256_block(c->state, c->block);
+		c->fill = 0;
+	}
+	while (len >= 64) {
+		sha256_block(c->state, p);
+		p += 64;
+		len -= 64;
+	}
+	memcpy(c->block, p, len);
+	c->fill = len;
+}
+
+void sha256_final(sha256_ctx *c, uint8_t digest[SHA256_DIGEST_LEN])
+{
+	uint64_t bits = c->bytes * 8;
+	c->block[c->fill++] = 0x80;
+	if (c->fill > 56) {
+		memset(c->block + c->fill, 0, 64 - c->fill);
+		sha256_block(c->state, c->block);
+		c->fill = 0;
+	}
+	memset(c->block + c->fill, 0, 56 - c->fill);
+	for (int i = 0; i < 8; i++)
+		c->block[56 + i] = (uint8_t)(bits >> (56 - 8 * i));
+	sha256_block(c->state, c->block);
+	for (int i = 0; i < 8; i++) {
+		digest[4 * i] = (uint8_t)(c->state[i] >> 24);
+		digest[4 * i + 1] = (uint8_t)(c->state[i] >> 16);
+		digest[4 * i + 2] = (uint8_t)(c->state[i] >> 8);
+		digest[4 * i + 3] = (uint8_t)c->state[i];
+	}
+	c->fill = 0;
+}
+
+void sha256_buf(const void *data, size_t len,
+		uint8_t digest[SHA256_DIGEST_LEN])
+{
+	sha256_ctx c;
+	sha256_init(&c);
+	sha256_update(&c, data, len);
+	sha256_final(&c, digest);
+}
+
+void sha256_hex(const uint8_t digest[SHA256_DIGEST_LEN],
+		char hex[SHA256_HEX_LEN + 1])
+{
+	static const char digits[] = "0123456789abcdef";
+	for (int i = 0; i < SHA256_DIGEST_LEN; i++) {
+		hex[2 * i] = digits[digest[i] >> 4];
+		hex[2 * i + 1] = digits[digest[i] & 15];
+	}
+	hex[SHA256_HEX_LEN] = '\0';
+}
+
+df_err sha256_file(const char *path, char hex[SHA256_HEX_LEN + 1])
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return df_errf(errno == ENOENT ? DF_ENOENT : DF_EIO, "%s: %s",
+			       path, strerror(errno));
+	df_err err = DF_OK;
+	sha256_ctx c;
+	uint8_t buf[65536];
+	size_t n;
+	sha256_init(&c);
+	while ((n = fread(buf, 1, sizeof buf, f)) > 0)
+		sha256_update(&c, buf, n);
+	if (ferror(f)) {
+		err = df_errf(DF_EIO, "%s: read error", path);
+		goto out;
+	}
+	uint8_t digest[SHA256_DIGEST_LEN];
+	sha256_final(&c, digest);
+	sha256_hex(digest, hex);
+out:
+	fclose(f);
+	return err;
+}
