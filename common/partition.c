@@ -168,6 +168,8 @@ static void place_ring(partition_stage *ps, int copies, int n_dev, int64_t i)
 static void pick_blind(bool *chosen, int64_t n, int64_t k, bool random,
 		       uint64_t *rng, int32_t *scratch)
 {
+	if (n <= 0)
+		return;
 	memset(chosen, 0, (size_t)n * sizeof *chosen);
 	if (random) {
 		for (int64_t i = 0; i < n; i++)
