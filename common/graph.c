@@ -29,60 +29,60 @@
 #define ATTR_MAX ((int64_t)1 << 24)
 
 static const char *const op_names[] = {
-	[GRAPH_OP_CONV] = "Conv",
-	[GRAPH_OP_GEMM] = "Gemm",
-	[GRAPH_OP_MATMUL] = "MatMul",
-	[GRAPH_OP_BATCHNORM] = "BatchNormalization",
-	[GRAPH_OP_RELU] = "Relu",
-	[GRAPH_OP_CLIP] = "Clip",
-	[GRAPH_OP_LEAKYRELU] = "LeakyRelu",
-	[GRAPH_OP_SIGMOID] = "Sigmoid",
-	[GRAPH_OP_MAXPOOL] = "MaxPool",
-	[GRAPH_OP_AVGPOOL] = "AveragePool",
-	[GRAPH_OP_GLOBALAVGPOOL] = "GlobalAveragePool",
-	[GRAPH_OP_ADD] = "Add",
-	[GRAPH_OP_MUL] = "Mul",
-	[GRAPH_OP_CONCAT] = "Concat",
-	[GRAPH_OP_FLATTEN] = "Flatten",
-	[GRAPH_OP_RESHAPE] = "Reshape",
-	[GRAPH_OP_SOFTMAX] = "Softmax",
+    [GRAPH_OP_CONV] = "Conv",
+    [GRAPH_OP_GEMM] = "Gemm",
+    [GRAPH_OP_MATMUL] = "MatMul",
+    [GRAPH_OP_BATCHNORM] = "BatchNormalization",
+    [GRAPH_OP_RELU] = "Relu",
+    [GRAPH_OP_CLIP] = "Clip",
+    [GRAPH_OP_LEAKYRELU] = "LeakyRelu",
+    [GRAPH_OP_SIGMOID] = "Sigmoid",
+    [GRAPH_OP_MAXPOOL] = "MaxPool",
+    [GRAPH_OP_AVGPOOL] = "AveragePool",
+    [GRAPH_OP_GLOBALAVGPOOL] = "GlobalAveragePool",
+    [GRAPH_OP_ADD] = "Add",
+    [GRAPH_OP_MUL] = "Mul",
+    [GRAPH_OP_CONCAT] = "Concat",
+    [GRAPH_OP_FLATTEN] = "Flatten",
+    [GRAPH_OP_RESHAPE] = "Reshape",
+    [GRAPH_OP_SOFTMAX] = "Softmax",
 };
 static_assert(sizeof op_names / sizeof op_names[0] == GRAPH_OP_COUNT,
-	      "op_names must have one entry per graph_op");
+              "op_names must have one entry per graph_op");
 
 static const char *const act_names[] = {
-	[GRAPH_ACT_RELU] = "Relu",
-	[GRAPH_ACT_CLIP] = "Clip",
-	[GRAPH_ACT_LEAKYRELU] = "LeakyRelu",
-	[GRAPH_ACT_SIGMOID] = "Sigmoid",
+    [GRAPH_ACT_RELU] = "Relu",
+    [GRAPH_ACT_CLIP] = "Clip",
+    [GRAPH_ACT_LEAKYRELU] = "LeakyRelu",
+    [GRAPH_ACT_SIGMOID] = "Sigmoid",
 };
 static_assert(sizeof act_names / sizeof act_names[0] == GRAPH_ACT_COUNT,
-	      "act_names must have one entry per graph_act");
+              "act_names must have one entry per graph_act");
 
 /* Inputs accepted per op before finalize: {min, max}. */
 static const struct {
 	int min, max;
 } op_arity[] = {
-	[GRAPH_OP_CONV] = {2, 3},
-	[GRAPH_OP_GEMM] = {2, 3},
-	[GRAPH_OP_MATMUL] = {2, 2},
-	[GRAPH_OP_BATCHNORM] = {3, 5},
-	[GRAPH_OP_RELU] = {1, 1},
-	[GRAPH_OP_CLIP] = {1, 1},
-	[GRAPH_OP_LEAKYRELU] = {1, 1},
-	[GRAPH_OP_SIGMOID] = {1, 1},
-	[GRAPH_OP_MAXPOOL] = {1, 1},
-	[GRAPH_OP_AVGPOOL] = {1, 1},
-	[GRAPH_OP_GLOBALAVGPOOL] = {1, 1},
-	[GRAPH_OP_ADD] = {2, 2},
-	[GRAPH_OP_MUL] = {2, 2},
-	[GRAPH_OP_CONCAT] = {1, GRAPH_MAX_INPUTS},
-	[GRAPH_OP_FLATTEN] = {1, 1},
-	[GRAPH_OP_RESHAPE] = {1, 2},
-	[GRAPH_OP_SOFTMAX] = {1, 1},
+    [GRAPH_OP_CONV] = {2, 3},
+    [GRAPH_OP_GEMM] = {2, 3},
+    [GRAPH_OP_MATMUL] = {2, 2},
+    [GRAPH_OP_BATCHNORM] = {3, 5},
+    [GRAPH_OP_RELU] = {1, 1},
+    [GRAPH_OP_CLIP] = {1, 1},
+    [GRAPH_OP_LEAKYRELU] = {1, 1},
+    [GRAPH_OP_SIGMOID] = {1, 1},
+    [GRAPH_OP_MAXPOOL] = {1, 1},
+    [GRAPH_OP_AVGPOOL] = {1, 1},
+    [GRAPH_OP_GLOBALAVGPOOL] = {1, 1},
+    [GRAPH_OP_ADD] = {2, 2},
+    [GRAPH_OP_MUL] = {2, 2},
+    [GRAPH_OP_CONCAT] = {1, GRAPH_MAX_INPUTS},
+    [GRAPH_OP_FLATTEN] = {1, 1},
+    [GRAPH_OP_RESHAPE] = {1, 2},
+    [GRAPH_OP_SOFTMAX] = {1, 1},
 };
 static_assert(sizeof op_arity / sizeof op_arity[0] == GRAPH_OP_COUNT,
-	      "op_arity must have one entry per graph_op");
+              "op_arity must have one entry per graph_op");
 
 const char *graph_op_name(graph_op op)
 {
@@ -98,7 +98,7 @@ const char *graph_act_name(graph_act act)
 
 /* df_errf() prefixed with "node 'name' (Op): ". */
 static df_err node_err(const graph_node *nd, df_err err, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 static df_err node_err(const graph_node *nd, df_err err, const char *fmt, ...)
 {
 	char msg[400];
@@ -107,11 +107,12 @@ static df_err node_err(const graph_node *nd, df_err err, const char *fmt, ...)
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
 	return df_errf(err, "node '%s' (%s): %s", nd->name ? nd->name : "?",
-		       graph_op_name(nd->op), msg);
+	               graph_op_name(nd->op), msg);
 }
 
 /* New string from a printf format; NULL when out of memory. */
-static char *str_fmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *str_fmt(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
 static char *str_fmt(const char *fmt, ...)
 {
 	va_list ap;
@@ -188,13 +189,15 @@ static df_err grow(void **arr, int *cap, int need, size_t elem)
 	if (need <= *cap)
 		return DF_OK;
 	if (need > INT_MAX / 2)
-		return df_errf(DF_ETOOBIG, "graph has too many entries (%d)", need);
+		return df_errf(DF_ETOOBIG, "graph has too many entries (%d)",
+		               need);
 	int ncap = *cap ? *cap : 16;
 	while (ncap < need)
 		ncap *= 2;
 	void *p = realloc(*arr, (size_t)ncap * elem);
 	if (!p)
-		return df_errf(DF_ENOMEM, "cannot grow graph to %d entries", ncap);
+		return df_errf(DF_ENOMEM, "cannot grow graph to %d entries",
+		               ncap);
 	*arr = p;
 	*cap = ncap;
 	return DF_OK;
@@ -240,29 +243,33 @@ void graph_destroy(graph *g)
 }
 
 df_err graph_add_value(graph *g, const char *name, int ndim,
-		       const int64_t *dims, tensor *constant, int *index)
+                       const int64_t *dims, tensor *constant, int *index)
 {
 	if (constant) {
 		if ((unsigned)constant->dtype >= TENSOR_DTYPE_COUNT ||
 		    constant->ndim < 0 || constant->ndim > TENSOR_MAX_DIMS)
-			return df_errf(DF_EINVAL, "value '%s': bad constant tensor",
-				       name ? name : "?");
-		if (dims && !dims_equal(ndim, dims, constant->ndim, constant->dims))
 			return df_errf(DF_EINVAL,
-				       "value '%s': shape differs from its constant's",
-				       name ? name : "?");
+			               "value '%s': bad constant tensor",
+			               name ? name : "?");
+		if (dims &&
+		    !dims_equal(ndim, dims, constant->ndim, constant->dims))
+			return df_errf(
+			    DF_EINVAL,
+			    "value '%s': shape differs from its constant's",
+			    name ? name : "?");
 		ndim = constant->ndim;
 		dims = constant->dims;
 	}
 	if (ndim < 0 || ndim > TENSOR_MAX_DIMS || (ndim > 0 && !dims))
 		return df_errf(DF_EINVAL, "value '%s': rank %d outside 0..%d",
-			       name ? name : "?", ndim, TENSOR_MAX_DIMS);
+		               name ? name : "?", ndim, TENSOR_MAX_DIMS);
 	for (int i = 0; i < ndim; i++)
 		if (dims[i] < 0)
-			return df_errf(DF_EINVAL, "value '%s': dim %d is negative",
-				       name ? name : "?", i);
+			return df_errf(DF_EINVAL,
+			               "value '%s': dim %d is negative",
+			               name ? name : "?", i);
 	df_err err = grow((void **)&g->values, &g->values_cap, g->n_values + 1,
-			  sizeof *g->values);
+	                  sizeof *g->values);
 	if (err)
 		return err;
 	char *copy = name ? strdup(name) : str_fmt("value_%d", g->n_values);
@@ -284,10 +291,10 @@ df_err graph_add_value(graph *g, const char *name, int ndim,
 
 /* graph_add_value() with a formatted name. */
 static df_err add_value_fmt(graph *g, int ndim, const int64_t *dims,
-			    tensor *constant, int *index, const char *fmt, ...)
-	__attribute__((format(printf, 6, 7)));
+                            tensor *constant, int *index, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
 static df_err add_value_fmt(graph *g, int ndim, const int64_t *dims,
-			    tensor *constant, int *index, const char *fmt, ...)
+                            tensor *constant, int *index, const char *fmt, ...)
 {
 	char name[512];
 	va_list ap;
@@ -311,55 +318,61 @@ static bool value_ok(const graph *g, int v)
 }
 
 df_err graph_add_node(graph *g, const graph_node *node, const char *name,
-		      int *index)
+                      int *index)
 {
 	const char *shown = name ? name : "?";
 	if ((unsigned)node->op >= GRAPH_OP_COUNT)
 		return df_errf(DF_EINVAL, "node '%s': unknown op %d", shown,
-			       (int)node->op);
+		               (int)node->op);
 	const char *opn = graph_op_name(node->op);
 	if (node->n_inputs < op_arity[node->op].min ||
 	    node->n_inputs > op_arity[node->op].max)
-		return df_errf(DF_EINVAL, "node '%s' (%s): %d inputs, expected %d..%d",
-			       shown, opn, node->n_inputs, op_arity[node->op].min,
-			       op_arity[node->op].max);
+		return df_errf(DF_EINVAL,
+		               "node '%s' (%s): %d inputs, expected %d..%d",
+		               shown, opn, node->n_inputs,
+		               op_arity[node->op].min, op_arity[node->op].max);
 	for (int i = 0; i < node->n_inputs; i++)
 		if (node->inputs[i] < -1 || node->inputs[i] >= g->n_values)
-			return df_errf(DF_EINVAL, "node '%s' (%s): input %d is not a value",
-				       shown, opn, i);
+			return df_errf(
+			    DF_EINVAL,
+			    "node '%s' (%s): input %d is not a value", shown,
+			    opn, i);
 	if (!value_ok(g, node->output))
-		return df_errf(DF_EINVAL, "node '%s' (%s): output is not a value",
-			       shown, opn);
+		return df_errf(DF_EINVAL,
+		               "node '%s' (%s): output is not a value", shown,
+		               opn);
 	const graph_value *ov = &g->values[node->output];
 	if (ov->constant)
-		return df_errf(DF_EINVAL, "node '%s' (%s): output '%s' is a constant",
-			       shown, opn, ov->name);
+		return df_errf(DF_EINVAL,
+		               "node '%s' (%s): output '%s' is a constant",
+		               shown, opn, ov->name);
 	if (ov->producer >= 0)
 		return df_errf(DF_EINVAL,
-			       "node '%s' (%s): output '%s' is already produced by node '%s'",
-			       shown, opn, ov->name, g->nodes[ov->producer].name);
-	for (int i = 0; i < g->n_inputs; i++)
-		if (g->inputs[i] == node->output)
-			return df_errf(DF_EINVAL,
-				       "node '%s' (%s): output '%s' is a graph input",
-				       shown, opn, ov->name);
+		               "node '%s' (%s): output '%s' is already "
+		               "produced by node '%s'",
+		               shown, opn, ov->name,
+		               g->nodes[ov->producer].name);
 	if (node->n_postops < 0 || node->n_postops > GRAPH_MAX_POSTOPS)
-		return df_errf(DF_EINVAL, "node '%s' (%s): %d post-ops, at most %d",
-			       shown, opn, node->n_postops, GRAPH_MAX_POSTOPS);
+		return df_errf(DF_EINVAL,
+		               "node '%s' (%s): %d post-ops, at most %d", shown,
+		               opn, node->n_postops, GRAPH_MAX_POSTOPS);
 	for (int i = 0; i < node->n_postops; i++) {
 		const graph_postop *p = &node->postops[i];
-		if (p->kind == GRAPH_POSTOP_ADD ? !value_ok(g, p->operand)
-						: (p->kind != GRAPH_POSTOP_ACT ||
-						   (unsigned)p->act >= GRAPH_ACT_COUNT))
-			return df_errf(DF_EINVAL, "node '%s' (%s): bad post-op %d",
-				       shown, opn, i);
+		if (p->kind == GRAPH_POSTOP_ADD
+		        ? !value_ok(g, p->operand)
+		        : (p->kind != GRAPH_POSTOP_ACT ||
+		           (unsigned)p->act >= GRAPH_ACT_COUNT))
+			return df_errf(DF_EINVAL,
+			               "node '%s' (%s): bad post-op %d", shown,
+			               opn, i);
 	}
 	df_err err = grow((void **)&g->nodes, &g->nodes_cap, g->n_nodes + 1,
-			  sizeof *g->nodes);
+	                  sizeof *g->nodes);
 	if (err)
 		return err;
-	char *copy = name ? strdup(name)
-			  : str_fmt("%s_%d", graph_op_name(node->op), g->n_nodes);
+	char *copy =
+	    name ? strdup(name)
+	         : str_fmt("%s_%d", graph_op_name(node->op), g->n_nodes);
 	if (!copy)
 		return df_errf(DF_ENOMEM, "cannot copy node name");
 	graph_node *nd = &g->nodes[g->n_nodes];
@@ -379,23 +392,27 @@ df_err graph_add_input(graph *g, int v)
 	if (!value_ok(g, v))
 		return df_errf(DF_EINVAL, "graph input %d is not a value", v);
 	if (g->values[v].constant || g->values[v].producer >= 0)
-		return df_errf(DF_EINVAL,
-			       "graph input '%s' is a constant or produced by a node",
-			       vname(g, v));
+		return df_errf(
+		    DF_EINVAL,
+		    "graph input '%s' is a constant or produced by a node",
+		    vname(g, v));
 	for (int i = 0; i < g->n_inputs; i++)
 		if (g->inputs[i] == v)
-			return df_errf(DF_EINVAL, "graph input '%s' listed twice",
-				       vname(g, v));
-	return int_append(&g->inputs, &g->n_inputs, v) ? df_errf(DF_ENOMEM, "graph inputs")
-							: DF_OK;
+			return df_errf(DF_EINVAL,
+			               "graph input '%s' listed twice",
+			               vname(g, v));
+	return int_append(&g->inputs, &g->n_inputs, v)
+	           ? df_errf(DF_ENOMEM, "graph inputs")
+	           : DF_OK;
 }
 
 df_err graph_add_output(graph *g, int v)
 {
 	if (!value_ok(g, v))
 		return df_errf(DF_EINVAL, "graph output %d is not a value", v);
-	return int_append(&g->outputs, &g->n_outputs, v) ? df_errf(DF_ENOMEM, "graph outputs")
-							  : DF_OK;
+	return int_append(&g->outputs, &g->n_outputs, v)
+	           ? df_errf(DF_ENOMEM, "graph outputs")
+	           : DF_OK;
 }
 
 int graph_value_consumers(const graph *g, int v)
@@ -408,26 +425,35 @@ int graph_value_consumers(const graph *g, int v)
 			reads |= nd->inputs[i] == v;
 		for (int i = 0; i < nd->n_postops; i++)
 			reads |= nd->postops[i].kind == GRAPH_POSTOP_ADD &&
-				 nd->postops[i].operand == v;
+			         nd->postops[i].operand == v;
 		count += reads;
 	}
 	return count;
 }
 
-static bool is_graph_output(const graph *g, int v)
-{
-	for (int i = 0; i < g->n_outputs; i++)
-		if (g->outputs[i] == v)
-			return true;
-	return false;
-}
+enum {
+	ROLE_IN = 1,   /* a graph input */
+	ROLE_OUT = 2,  /* a graph output */
+	ROLE_READ = 4, /* read by some node (graph_check) */
+	ROLE_SEEN = 8, /* seen in the inputs list (graph_check) */
+};
 
-static bool is_graph_input(const graph *g, int v)
+/* Per value: ROLE_IN if it is a graph input, ROLE_OUT if a graph output,
+ * with `extra` zeroed slots for values added later. New array (free()), or
+ * NULL when out of memory. Passes use it instead of scanning the lists, so
+ * that hostile models with many inputs or outputs cost linear time. */
+static uint8_t *value_roles(const graph *g, size_t extra)
 {
+	uint8_t *r = calloc((size_t)g->n_values + extra + 1, 1);
+	if (!r)
+		return NULL;
 	for (int i = 0; i < g->n_inputs; i++)
-		if (g->inputs[i] == v)
-			return true;
-	return false;
+		if (g->inputs[i] >= 0 && g->inputs[i] < g->n_values)
+			r[g->inputs[i]] |= ROLE_IN;
+	for (int i = 0; i < g->n_outputs; i++)
+		if (g->outputs[i] >= 0 && g->outputs[i] < g->n_values)
+			r[g->outputs[i]] |= ROLE_OUT;
+	return r;
 }
 
 /* Per value: number of node input slots and post-op operands reading it.
@@ -452,29 +478,31 @@ static int *slot_refs(const graph *g)
 /* ---- shape inference ---------------------------------------------------- */
 
 static df_err check_attr(const graph_node *nd, const char *what, int64_t v,
-			 int64_t lo)
+                         int64_t lo)
 {
 	if (v < lo || v > ATTR_MAX)
-		return node_err(nd, DF_EINVAL, "%s %lld outside %lld..%lld", what,
-				(long long)v, (long long)lo, (long long)ATTR_MAX);
+		return node_err(nd, DF_EINVAL, "%s %lld outside %lld..%lld",
+		                what, (long long)v, (long long)lo,
+		                (long long)ATTR_MAX);
 	return DF_OK;
 }
 
 /* Output size of one spatial dim of a window op. ceil_mode follows PyTorch
  * and ONNX Runtime: a last window that would start in the end padding is
  * dropped. */
-static df_err window_out(const graph_node *nd, int64_t in, int64_t k,
-			 int64_t s, int64_t d, int64_t pb, int64_t pe,
-			 bool ceil_mode, int64_t *out)
+static df_err window_out(const graph_node *nd, int64_t in, int64_t k, int64_t s,
+                         int64_t d, int64_t pb, int64_t pe, bool ceil_mode,
+                         int64_t *out)
 {
 	int64_t eff = d * (k - 1) + 1;
 	int64_t span = in + pb + pe - eff;
 	if (span < 0)
-		return node_err(nd, DF_EINVAL,
-				"window of %lld (kernel %lld, dilation %lld) exceeds the "
-				"padded input size %lld",
-				(long long)eff, (long long)k, (long long)d,
-				(long long)(in + pb + pe));
+		return node_err(
+		    nd, DF_EINVAL,
+		    "window of %lld (kernel %lld, dilation %lld) exceeds the "
+		    "padded input size %lld",
+		    (long long)eff, (long long)k, (long long)d,
+		    (long long)(in + pb + pe));
 	int64_t o = (ceil_mode ? (span + s - 1) / s : span / s) + 1;
 	if (ceil_mode && (o - 1) * s >= in + pb)
 		o--;
@@ -484,7 +512,7 @@ static df_err window_out(const graph_node *nd, int64_t in, int64_t k,
 
 /* Multidirectional (numpy) broadcast of a and b into out. */
 static bool broadcast(int na, const int64_t *a, int nb, const int64_t *b,
-		      int *nout, int64_t *out)
+                      int *nout, int64_t *out)
 {
 	int n = na > nb ? na : nb;
 	for (int i = 0; i < n; i++) {
@@ -499,12 +527,12 @@ static bool broadcast(int na, const int64_t *a, int nb, const int64_t *b,
 }
 
 static df_err normalize_axis(const graph_node *nd, int64_t *axis, int64_t lo,
-			     int64_t hi, int64_t add)
+                             int64_t hi, int64_t add)
 {
 	int64_t a = *axis;
 	if (a < lo || a > hi)
 		return node_err(nd, DF_EINVAL, "axis %lld outside %lld..%lld",
-				(long long)a, (long long)lo, (long long)hi);
+		                (long long)a, (long long)lo, (long long)hi);
 	if (a < 0)
 		a += add;
 	*axis = a;
@@ -512,7 +540,7 @@ static df_err normalize_axis(const graph_node *nd, int64_t *axis, int64_t lo,
 }
 
 static df_err infer_conv(const graph *g, graph_node *nd, int *ondim,
-			 int64_t *od)
+                         int64_t *od)
 {
 	const graph_value *x = &g->values[nd->inputs[0]];
 	const graph_value *w = &g->values[nd->inputs[1]];
@@ -521,12 +549,15 @@ static df_err infer_conv(const graph *g, graph_node *nd, int *ondim,
 	shape_str(x, xs, sizeof xs);
 	shape_str(w, ws, sizeof ws);
 	if (x->ndim != 4)
-		return node_err(nd, DF_ENOTSUP,
-				"only 2-D convolution is supported: input '%s' is %s, "
-				"expected [N,C,H,W]", x->name, xs);
+		return node_err(
+		    nd, DF_ENOTSUP,
+		    "only 2-D convolution is supported: input '%s' is %s, "
+		    "expected [N,C,H,W]",
+		    x->name, xs);
 	if (w->ndim != 4)
-		return node_err(nd, DF_EINVAL, "weight '%s' is %s, expected rank 4",
-				w->name, ws);
+		return node_err(nd, DF_EINVAL,
+		                "weight '%s' is %s, expected rank 4", w->name,
+		                ws);
 	if (a->group == 0)
 		a->group = 1;
 	for (int i = 0; i < 2; i++) {
@@ -550,28 +581,31 @@ static df_err infer_conv(const graph *g, graph_node *nd, int *ondim,
 	if (err)
 		return err;
 	if (a->kernel[0] != w->dims[2] || a->kernel[1] != w->dims[3])
-		return node_err(nd, DF_EINVAL,
-				"kernel_shape [%lld,%lld] does not match weight '%s' %s",
-				(long long)a->kernel[0], (long long)a->kernel[1],
-				w->name, ws);
+		return node_err(
+		    nd, DF_EINVAL,
+		    "kernel_shape [%lld,%lld] does not match weight '%s' %s",
+		    (long long)a->kernel[0], (long long)a->kernel[1], w->name,
+		    ws);
 	int64_t c = x->dims[1], m = w->dims[0];
 	if (c % a->group || m % a->group || w->dims[1] * a->group != c)
-		return node_err(nd, DF_EINVAL,
-				"weight '%s' %s does not fit input '%s' %s with group %lld "
-				"(needs W[1] * group == C and group dividing W[0])",
-				w->name, ws, x->name, xs, (long long)a->group);
+		return node_err(
+		    nd, DF_EINVAL,
+		    "weight '%s' %s does not fit input '%s' %s with group %lld "
+		    "(needs W[1] * group == C and group dividing W[0])",
+		    w->name, ws, x->name, xs, (long long)a->group);
 	if (nd->n_inputs > 2 && nd->inputs[2] >= 0) {
 		const graph_value *b = &g->values[nd->inputs[2]];
 		if (b->ndim != 1 || b->dims[0] != m)
-			return node_err(nd, DF_EINVAL, "bias '%s' must be [%lld]",
-					b->name, (long long)m);
+			return node_err(nd, DF_EINVAL,
+			                "bias '%s' must be [%lld]", b->name,
+			                (long long)m);
 	}
 	od[0] = x->dims[0];
 	od[1] = m;
 	for (int i = 0; i < 2; i++) {
-		err = window_out(nd, x->dims[2 + i], a->kernel[i], a->strides[i],
-				 a->dilations[i], a->pads[i], a->pads[2 + i], false,
-				 &od[2 + i]);
+		err = window_out(nd, x->dims[2 + i], a->kernel[i],
+		                 a->strides[i], a->dilations[i], a->pads[i],
+		                 a->pads[2 + i], false, &od[2 + i]);
 		if (err)
 			return err;
 	}
@@ -580,16 +614,18 @@ static df_err infer_conv(const graph *g, graph_node *nd, int *ondim,
 }
 
 static df_err infer_pool(const graph *g, graph_node *nd, int *ondim,
-			 int64_t *od)
+                         int64_t *od)
 {
 	const graph_value *x = &g->values[nd->inputs[0]];
 	graph_pool_attr *a = &nd->attr.pool;
 	char xs[96];
 	shape_str(x, xs, sizeof xs);
 	if (x->ndim != 4)
-		return node_err(nd, DF_ENOTSUP,
-				"only 2-D pooling is supported: input '%s' is %s, "
-				"expected [N,C,H,W]", x->name, xs);
+		return node_err(
+		    nd, DF_ENOTSUP,
+		    "only 2-D pooling is supported: input '%s' is %s, "
+		    "expected [N,C,H,W]",
+		    x->name, xs);
 	df_err err = DF_OK;
 	for (int i = 0; i < 2; i++) {
 		if (a->strides[i] == 0)
@@ -597,8 +633,10 @@ static df_err infer_pool(const graph *g, graph_node *nd, int *ondim,
 		if (a->dilations[i] == 0)
 			a->dilations[i] = 1;
 	}
-	if (nd->op != GRAPH_OP_MAXPOOL && (a->dilations[0] != 1 || a->dilations[1] != 1))
-		return node_err(nd, DF_EINVAL, "dilations are only valid for MaxPool");
+	if (nd->op != GRAPH_OP_MAXPOOL &&
+	    (a->dilations[0] != 1 || a->dilations[1] != 1))
+		return node_err(nd, DF_EINVAL,
+		                "dilations are only valid for MaxPool");
 	for (int i = 0; !err && i < 2; i++) {
 		err = check_attr(nd, "kernel_shape", a->kernel[i], 1);
 		if (!err)
@@ -613,9 +651,9 @@ static df_err infer_pool(const graph *g, graph_node *nd, int *ondim,
 	od[0] = x->dims[0];
 	od[1] = x->dims[1];
 	for (int i = 0; i < 2; i++) {
-		err = window_out(nd, x->dims[2 + i], a->kernel[i], a->strides[i],
-				 a->dilations[i], a->pads[i], a->pads[2 + i],
-				 a->ceil_mode, &od[2 + i]);
+		err = window_out(nd, x->dims[2 + i], a->kernel[i],
+		                 a->strides[i], a->dilations[i], a->pads[i],
+		                 a->pads[2 + i], a->ceil_mode, &od[2 + i]);
 		if (err)
 			return err;
 	}
@@ -624,7 +662,7 @@ static df_err infer_pool(const graph *g, graph_node *nd, int *ondim,
 }
 
 static df_err infer_gemm(const graph *g, graph_node *nd, int *ondim,
-			 int64_t *od)
+                         int64_t *od)
 {
 	const graph_value *a = &g->values[nd->inputs[0]];
 	const graph_value *b = &g->values[nd->inputs[1]];
@@ -639,17 +677,20 @@ static df_err infer_gemm(const graph *g, graph_node *nd, int *ondim,
 	if (!isfinite(at->alpha) || !isfinite(at->beta))
 		return node_err(nd, DF_EINVAL, "alpha and beta must be finite");
 	if (a->ndim != 2 || b->ndim != 2)
-		return node_err(nd, DF_EINVAL, "A '%s' %s and B '%s' %s must be 2-D",
-				a->name, as, b->name, bs);
+		return node_err(nd, DF_EINVAL,
+		                "A '%s' %s and B '%s' %s must be 2-D", a->name,
+		                as, b->name, bs);
 	int64_t m = at->trans_a ? a->dims[1] : a->dims[0];
 	int64_t k = at->trans_a ? a->dims[0] : a->dims[1];
 	int64_t kb = at->trans_b ? b->dims[1] : b->dims[0];
 	int64_t n = at->trans_b ? b->dims[0] : b->dims[1];
 	if (k != kb)
-		return node_err(nd, DF_EINVAL,
-				"A '%s' %s and B '%s' %s (transA=%d, transB=%d) disagree "
-				"on K: %lld vs %lld", a->name, as, b->name, bs,
-				at->trans_a, at->trans_b, (long long)k, (long long)kb);
+		return node_err(
+		    nd, DF_EINVAL,
+		    "A '%s' %s and B '%s' %s (transA=%d, transB=%d) disagree "
+		    "on K: %lld vs %lld",
+		    a->name, as, b->name, bs, at->trans_a, at->trans_b,
+		    (long long)k, (long long)kb);
 	od[0] = m;
 	od[1] = n;
 	if (nd->n_inputs > 2 && nd->inputs[2] >= 0) {
@@ -662,9 +703,10 @@ static df_err infer_gemm(const graph *g, graph_node *nd, int *ondim,
 		if (!ok) {
 			char cs[96];
 			shape_str(c, cs, sizeof cs);
-			return node_err(nd, DF_EINVAL,
-					"C '%s' %s does not broadcast to [%lld,%lld]",
-					c->name, cs, (long long)m, (long long)n);
+			return node_err(
+			    nd, DF_EINVAL,
+			    "C '%s' %s does not broadcast to [%lld,%lld]",
+			    c->name, cs, (long long)m, (long long)n);
 		}
 	}
 	*ondim = 2;
@@ -672,7 +714,7 @@ static df_err infer_gemm(const graph *g, graph_node *nd, int *ondim,
 }
 
 static df_err infer_matmul(const graph *g, graph_node *nd, int *ondim,
-			   int64_t *od)
+                           int64_t *od)
 {
 	const graph_value *a = &g->values[nd->inputs[0]];
 	const graph_value *b = &g->values[nd->inputs[1]];
@@ -684,16 +726,18 @@ static df_err infer_matmul(const graph *g, graph_node *nd, int *ondim,
 	int64_t ka = a->dims[a->ndim - 1];
 	int64_t kb = b->ndim == 1 ? b->dims[0] : b->dims[b->ndim - 2];
 	if (ka != kb)
-		return node_err(nd, DF_EINVAL,
-				"A '%s' %s and B '%s' %s disagree on K: %lld vs %lld",
-				a->name, as, b->name, bs, (long long)ka, (long long)kb);
+		return node_err(
+		    nd, DF_EINVAL,
+		    "A '%s' %s and B '%s' %s disagree on K: %lld vs %lld",
+		    a->name, as, b->name, bs, (long long)ka, (long long)kb);
 	int nba = a->ndim > 2 ? a->ndim - 2 : 0;
 	int nbb = b->ndim > 2 ? b->ndim - 2 : 0;
 	int nb = 0;
 	if (!broadcast(nba, a->dims, nbb, b->dims, &nb, od))
-		return node_err(nd, DF_EINVAL,
-				"batch dims of A '%s' %s and B '%s' %s do not broadcast",
-				a->name, as, b->name, bs);
+		return node_err(
+		    nd, DF_EINVAL,
+		    "batch dims of A '%s' %s and B '%s' %s do not broadcast",
+		    a->name, as, b->name, bs);
 	int n = nb;
 	if (a->ndim >= 2)
 		od[n++] = a->dims[a->ndim - 2];
@@ -704,34 +748,37 @@ static df_err infer_matmul(const graph *g, graph_node *nd, int *ondim,
 }
 
 static df_err infer_batchnorm(const graph *g, graph_node *nd, int *ondim,
-			      int64_t *od)
+                              int64_t *od)
 {
 	const graph_value *x = &g->values[nd->inputs[0]];
 	if (nd->n_inputs != 3 && nd->n_inputs != 5)
 		return node_err(nd, DF_EINVAL, "%d inputs, expected 3 or 5",
-				nd->n_inputs);
+		                nd->n_inputs);
 	if (x->ndim < 2)
-		return node_err(nd, DF_EINVAL, "input '%s' has rank %d, expected >= 2",
-				x->name, x->ndim);
+		return node_err(nd, DF_EINVAL,
+		                "input '%s' has rank %d, expected >= 2",
+		                x->name, x->ndim);
 	for (int i = 1; i < nd->n_inputs; i++) {
 		const graph_value *p = &g->values[nd->inputs[i]];
 		if (p->ndim != 1 || p->dims[0] != x->dims[1]) {
 			char ps[96];
 			shape_str(p, ps, sizeof ps);
-			return node_err(nd, DF_EINVAL,
-					"parameter '%s' is %s, expected [%lld] (channels)",
-					p->name, ps, (long long)x->dims[1]);
+			return node_err(
+			    nd, DF_EINVAL,
+			    "parameter '%s' is %s, expected [%lld] (channels)",
+			    p->name, ps, (long long)x->dims[1]);
 		}
 	}
 	if (!isfinite(nd->attr.bn.epsilon) || nd->attr.bn.epsilon < 0)
-		return node_err(nd, DF_EINVAL, "epsilon must be finite and >= 0");
+		return node_err(nd, DF_EINVAL,
+		                "epsilon must be finite and >= 0");
 	*ondim = x->ndim;
 	memcpy(od, x->dims, sizeof x->dims);
 	return DF_OK;
 }
 
 static df_err infer_concat(const graph *g, graph_node *nd, int *ondim,
-			   int64_t *od)
+                           int64_t *od)
 {
 	const graph_value *x0 = &g->values[nd->inputs[0]];
 	int r = x0->ndim;
@@ -745,7 +792,8 @@ static df_err infer_concat(const graph *g, graph_node *nd, int *ondim,
 	od[ax] = 0;
 	for (int i = 0; i < nd->n_inputs; i++) {
 		const graph_value *x = &g->values[nd->inputs[i]];
-		bool ok = x->ndim == r && vdtype(g, nd->inputs[i]) == vdtype(g, nd->inputs[0]);
+		bool ok = x->ndim == r &&
+		          vdtype(g, nd->inputs[i]) == vdtype(g, nd->inputs[0]);
 		for (int d = 0; ok && d < r; d++)
 			ok = d == ax || x->dims[d] == x0->dims[d];
 		if (!ok) {
@@ -753,8 +801,9 @@ static df_err infer_concat(const graph *g, graph_node *nd, int *ondim,
 			shape_str(x0, s0, sizeof s0);
 			shape_str(x, s1, sizeof s1);
 			return node_err(nd, DF_EINVAL,
-					"input '%s' %s does not match '%s' %s outside axis %d",
-					x->name, s1, x0->name, s0, ax);
+			                "input '%s' %s does not match '%s' %s "
+			                "outside axis %d",
+			                x->name, s1, x0->name, s0, ax);
 		}
 		od[ax] = sat_add(od[ax], x->dims[ax]);
 	}
@@ -763,7 +812,7 @@ static df_err infer_concat(const graph *g, graph_node *nd, int *ondim,
 }
 
 static df_err infer_reshape(const graph *g, graph_node *nd, int *ondim,
-			    int64_t *od)
+                            int64_t *od)
 {
 	const graph_value *x = &g->values[nd->inputs[0]];
 	const graph_value *o = &g->values[nd->output];
@@ -776,7 +825,8 @@ static df_err infer_reshape(const graph *g, graph_node *nd, int *ondim,
 			char os[96];
 			shape_str(o, os, sizeof os);
 			return node_err(nd, DF_EINVAL,
-					"cannot reshape '%s' %s into %s", x->name, xs, os);
+			                "cannot reshape '%s' %s into %s",
+			                x->name, xs, os);
 		}
 		*ondim = o->ndim;
 		memcpy(od, o->dims, sizeof o->dims);
@@ -785,15 +835,18 @@ static df_err infer_reshape(const graph *g, graph_node *nd, int *ondim,
 	const graph_value *s = &g->values[nd->inputs[1]];
 	const tensor *st = s->constant;
 	if (!st)
-		return node_err(nd, DF_ENOTSUP,
-				"shape '%s' is computed at run time; only constant "
-				"(or statically known) shapes are supported", s->name);
+		return node_err(
+		    nd, DF_ENOTSUP,
+		    "shape '%s' is computed at run time; only constant "
+		    "(or statically known) shapes are supported",
+		    s->name);
 	if (st->dtype != TENSOR_I64 || st->ndim != 1)
-		return node_err(nd, DF_EINVAL, "shape '%s' must be a 1-D int64 tensor",
-				s->name);
+		return node_err(nd, DF_EINVAL,
+		                "shape '%s' must be a 1-D int64 tensor",
+		                s->name);
 	if (st->numel > TENSOR_MAX_DIMS)
 		return node_err(nd, DF_ENOTSUP, "target rank %zu exceeds %d",
-				st->numel, TENSOR_MAX_DIMS);
+		                st->numel, TENSOR_MAX_DIMS);
 	const int64_t *sd = tensor_i64(st);
 	int infer_at = -1;
 	int64_t known = 1;
@@ -802,17 +855,20 @@ static df_err infer_reshape(const graph *g, graph_node *nd, int *ondim,
 		if (d == 0) {
 			if ((int)i >= x->ndim)
 				return node_err(nd, DF_EINVAL,
-						"shape[%zu] = 0 copies a dim the input %s does not have",
-						i, xs);
+				                "shape[%zu] = 0 copies a dim "
+				                "the input %s does not have",
+				                i, xs);
 			d = x->dims[i];
 		} else if (d == -1) {
 			if (infer_at >= 0)
-				return node_err(nd, DF_EINVAL, "shape has more than one -1");
+				return node_err(nd, DF_EINVAL,
+				                "shape has more than one -1");
 			infer_at = (int)i;
 			continue;
 		} else if (d < -1) {
-			return node_err(nd, DF_EINVAL, "shape[%zu] = %lld is negative", i,
-					(long long)d);
+			return node_err(nd, DF_EINVAL,
+			                "shape[%zu] = %lld is negative", i,
+			                (long long)d);
 		}
 		od[i] = d;
 		known = sat_mul(known, d);
@@ -820,16 +876,19 @@ static df_err infer_reshape(const graph *g, graph_node *nd, int *ondim,
 	if (infer_at >= 0) {
 		if (known == 0 || in_numel % known)
 			return node_err(nd, DF_EINVAL,
-					"cannot infer the -1 dim: %lld elements of '%s' %s are "
-					"not a multiple of %lld", (long long)in_numel, x->name,
-					xs, (long long)known);
+			                "cannot infer the -1 dim: %lld "
+			                "elements of '%s' %s are "
+			                "not a multiple of %lld",
+			                (long long)in_numel, x->name, xs,
+			                (long long)known);
 		od[infer_at] = in_numel / known;
 		known = in_numel;
 	}
 	if (known != in_numel)
-		return node_err(nd, DF_EINVAL,
-				"shape has %lld elements, input '%s' %s has %lld",
-				(long long)known, x->name, xs, (long long)in_numel);
+		return node_err(
+		    nd, DF_EINVAL,
+		    "shape has %lld elements, input '%s' %s has %lld",
+		    (long long)known, x->name, xs, (long long)in_numel);
 	*ondim = (int)st->numel;
 	return DF_OK;
 }
@@ -840,24 +899,30 @@ static df_err infer(const graph *g, graph_node *nd, int *ondim, int64_t *od)
 {
 	if ((unsigned)nd->op >= GRAPH_OP_COUNT)
 		return df_errf(DF_EINVAL, "node '%s': unknown op %d", nd->name,
-			       (int)nd->op);
-	if (nd->n_inputs < op_arity[nd->op].min || nd->n_inputs > op_arity[nd->op].max)
+		               (int)nd->op);
+	if (nd->n_inputs < op_arity[nd->op].min ||
+	    nd->n_inputs > op_arity[nd->op].max)
 		return node_err(nd, DF_EINVAL, "%d inputs, expected %d..%d",
-				nd->n_inputs, op_arity[nd->op].min,
-				op_arity[nd->op].max);
+		                nd->n_inputs, op_arity[nd->op].min,
+		                op_arity[nd->op].max);
 	for (int i = 0; i < nd->n_inputs; i++) {
 		int v = nd->inputs[i];
-		bool optional = (nd->op == GRAPH_OP_CONV || nd->op == GRAPH_OP_GEMM) && i == 2;
+		bool optional =
+		    (nd->op == GRAPH_OP_CONV || nd->op == GRAPH_OP_GEMM) &&
+		    i == 2;
 		if (v < -1 || v >= g->n_values || (v == -1 && !optional))
-			return node_err(nd, DF_EINVAL, "input %d is missing or invalid", i);
+			return node_err(nd, DF_EINVAL,
+			                "input %d is missing or invalid", i);
 		if (v < 0)
 			continue;
-		bool any_dtype = nd->op == GRAPH_OP_ADD || nd->op == GRAPH_OP_MUL ||
-				 nd->op == GRAPH_OP_CONCAT || nd->op == GRAPH_OP_FLATTEN ||
-				 nd->op == GRAPH_OP_RESHAPE;
+		bool any_dtype =
+		    nd->op == GRAPH_OP_ADD || nd->op == GRAPH_OP_MUL ||
+		    nd->op == GRAPH_OP_CONCAT || nd->op == GRAPH_OP_FLATTEN ||
+		    nd->op == GRAPH_OP_RESHAPE;
 		if (!any_dtype && vdtype(g, v) != TENSOR_F32)
-			return node_err(nd, DF_EINVAL, "input '%s' is %s, expected f32",
-					vname(g, v), tensor_dtype_name(vdtype(g, v)));
+			return node_err(
+			    nd, DF_EINVAL, "input '%s' is %s, expected f32",
+			    vname(g, v), tensor_dtype_name(vdtype(g, v)));
 	}
 	const graph_value *x = &g->values[nd->inputs[0]];
 	int64_t d[TENSOR_MAX_DIMS] = {0};
@@ -875,8 +940,9 @@ static df_err infer(const graph *g, graph_node *nd, int *ondim, int64_t *od)
 	case GRAPH_OP_GLOBALAVGPOOL:
 		if (x->ndim != 4)
 			return node_err(nd, DF_ENOTSUP,
-					"only 4-D [N,C,H,W] input is supported, '%s' has rank %d",
-					x->name, x->ndim);
+			                "only 4-D [N,C,H,W] input is "
+			                "supported, '%s' has rank %d",
+			                x->name, x->ndim);
 		n = 4;
 		d[0] = x->dims[0];
 		d[1] = x->dims[1];
@@ -908,12 +974,14 @@ static df_err infer(const graph *g, graph_node *nd, int *ondim, int64_t *od)
 		shape_str(x, xs, sizeof xs);
 		shape_str(y, ys, sizeof ys);
 		if (vdtype(g, nd->inputs[0]) != vdtype(g, nd->inputs[1]))
-			return node_err(nd, DF_EINVAL, "inputs '%s' and '%s' differ in dtype",
-					x->name, y->name);
-		if (!broadcast(x->ndim, x->dims, y->ndim, y->dims, &n, d))
 			return node_err(nd, DF_EINVAL,
-					"shapes of '%s' %s and '%s' %s do not broadcast",
-					x->name, xs, y->name, ys);
+			                "inputs '%s' and '%s' differ in dtype",
+			                x->name, y->name);
+		if (!broadcast(x->ndim, x->dims, y->ndim, y->dims, &n, d))
+			return node_err(
+			    nd, DF_EINVAL,
+			    "shapes of '%s' %s and '%s' %s do not broadcast",
+			    x->name, xs, y->name, ys);
 		break;
 	}
 	case GRAPH_OP_CONCAT:
@@ -936,7 +1004,8 @@ static df_err infer(const graph *g, graph_node *nd, int *ondim, int64_t *od)
 	case GRAPH_OP_SOFTMAX: {
 		int r = x->ndim;
 		if (r < 1)
-			return node_err(nd, DF_EINVAL, "input must have rank >= 1");
+			return node_err(nd, DF_EINVAL,
+			                "input must have rank >= 1");
 		err = normalize_axis(nd, &nd->attr.axis.axis, -r, r - 1, r);
 		if (err)
 			return err;
@@ -1001,7 +1070,8 @@ static void bcast_strides(int n, const int64_t *dims, int on, int64_t *st)
 
 static void eval_binary(const tensor *a, const tensor *b, tensor *o, bool mul)
 {
-	int64_t sa[TENSOR_MAX_DIMS], sb[TENSOR_MAX_DIMS], idx[TENSOR_MAX_DIMS] = {0};
+	int64_t sa[TENSOR_MAX_DIMS], sb[TENSOR_MAX_DIMS],
+	    idx[TENSOR_MAX_DIMS] = {0};
 	bcast_strides(a->ndim, a->dims, o->ndim, sa);
 	bcast_strides(b->ndim, b->dims, o->ndim, sb);
 	int64_t oa = 0, ob = 0;
@@ -1010,8 +1080,10 @@ static void eval_binary(const tensor *a, const tensor *b, tensor *o, bool mul)
 			float x = tensor_f32(a)[oa], y = tensor_f32(b)[ob];
 			tensor_f32(o)[i] = mul ? x * y : x + y;
 		} else {
-			/* shape arithmetic; wrap instead of trapping on overflow */
-			uint64_t x = (uint64_t)tensor_i64(a)[oa], y = (uint64_t)tensor_i64(b)[ob];
+			/* shape arithmetic; wrap instead of trapping on
+			 * overflow */
+			uint64_t x = (uint64_t)tensor_i64(a)[oa],
+			         y = (uint64_t)tensor_i64(b)[ob];
 			tensor_i64(o)[i] = (int64_t)(mul ? x * y : x + y);
 		}
 		for (int d = o->ndim - 1; d >= 0; d--) {
@@ -1086,7 +1158,7 @@ static df_err eval_node(const graph *g, const graph_node *nd, tensor **t)
 	case GRAPH_OP_ADD:
 	case GRAPH_OP_MUL:
 		eval_binary(x, g->values[nd->inputs[1]].constant, o,
-			    nd->op == GRAPH_OP_MUL);
+		            nd->op == GRAPH_OP_MUL);
 		break;
 	case GRAPH_OP_RESHAPE:
 	case GRAPH_OP_FLATTEN:
@@ -1096,13 +1168,17 @@ static df_err eval_node(const graph *g, const graph_node *nd, tensor **t)
 		int ax = (int)nd->attr.axis.axis;
 		size_t es = tensor_dtype_size(o->dtype);
 		size_t outer = (size_t)dims_numel(ax, o->dims);
-		size_t inner = (size_t)dims_numel(o->ndim - ax - 1, o->dims + ax + 1);
+		size_t inner =
+		    (size_t)dims_numel(o->ndim - ax - 1, o->dims + ax + 1);
 		char *dst = o->data;
 		for (size_t r = 0; r < outer; r++) {
 			for (int i = 0; i < nd->n_inputs; i++) {
-				const tensor *in = g->values[nd->inputs[i]].constant;
-				size_t chunk = (size_t)in->dims[ax] * inner * es;
-				memcpy(dst, (const char *)in->data + r * chunk, chunk);
+				const tensor *in =
+				    g->values[nd->inputs[i]].constant;
+				size_t chunk =
+				    (size_t)in->dims[ax] * inner * es;
+				memcpy(dst, (const char *)in->data + r * chunk,
+				       chunk);
 				dst += chunk;
 			}
 		}
@@ -1121,7 +1197,8 @@ static df_err eval_node(const graph *g, const graph_node *nd, tensor **t)
 	}
 	default:
 		for (size_t i = 0; i < o->numel; i++)
-			tensor_f32(o)[i] = act_apply(act, alpha, beta, tensor_f32(x)[i]);
+			tensor_f32(o)[i] =
+			    act_apply(act, alpha, beta, tensor_f32(x)[i]);
 		break;
 	}
 	*t = o;
@@ -1181,7 +1258,11 @@ df_err graph_fold_node(graph *g, int n, bool *folded)
 	df_err err = fold_one(g, n, &f);
 	if (err)
 		return err;
-	if (f) {
+	if (f && n == g->n_nodes - 1) {
+		/* the importer's case: constant time, nothing moves */
+		free(g->nodes[n].name);
+		g->n_nodes--;
+	} else if (f) {
 		bool *keep = malloc((size_t)g->n_nodes * sizeof *keep);
 		if (!keep) {
 			/* undo, so that g stays consistent */
@@ -1311,8 +1392,9 @@ static df_err toposort(graph *g)
 	if (done < nn) {
 		for (int n = 0; n < nn; n++)
 			if (indeg[n] > 0) {
-				err = node_err(&g->nodes[n], DF_EINVAL,
-					       "the graph has a cycle through this node");
+				err = node_err(
+				    &g->nodes[n], DF_EINVAL,
+				    "the graph has a cycle through this node");
 				goto out;
 			}
 	}
@@ -1344,61 +1426,80 @@ static df_err check_structure(graph *g)
 	for (int n = 0; n < g->n_nodes; n++) {
 		graph_node *nd = &g->nodes[n];
 		if ((unsigned)nd->op >= GRAPH_OP_COUNT)
-			return df_errf(DF_EINVAL, "node '%s': unknown op %d", nd->name,
-				       (int)nd->op);
+			return df_errf(DF_EINVAL, "node '%s': unknown op %d",
+			               nd->name, (int)nd->op);
 		if (nd->n_inputs < op_arity[nd->op].min ||
 		    nd->n_inputs > op_arity[nd->op].max)
-			return node_err(nd, DF_EINVAL, "%d inputs, expected %d..%d",
-					nd->n_inputs, op_arity[nd->op].min,
-					op_arity[nd->op].max);
+			return node_err(nd, DF_EINVAL,
+			                "%d inputs, expected %d..%d",
+			                nd->n_inputs, op_arity[nd->op].min,
+			                op_arity[nd->op].max);
 		for (int i = 0; i < nd->n_inputs; i++)
 			if (nd->inputs[i] < -1 || nd->inputs[i] >= g->n_values)
-				return node_err(nd, DF_EINVAL, "input %d is not a value", i);
+				return node_err(nd, DF_EINVAL,
+				                "input %d is not a value", i);
 		if (nd->n_postops < 0 || nd->n_postops > GRAPH_MAX_POSTOPS)
-			return node_err(nd, DF_EINVAL, "%d post-ops", nd->n_postops);
+			return node_err(nd, DF_EINVAL, "%d post-ops",
+			                nd->n_postops);
 		for (int i = 0; i < nd->n_postops; i++)
 			if (nd->postops[i].kind == GRAPH_POSTOP_ADD &&
 			    !value_ok(g, nd->postops[i].operand))
-				return node_err(nd, DF_EINVAL, "post-op %d operand is not a value",
-						i);
+				return node_err(
+				    nd, DF_EINVAL,
+				    "post-op %d operand is not a value", i);
 		if (!value_ok(g, nd->output) || g->values[nd->output].constant)
-			return node_err(nd, DF_EINVAL, "output is not a computed value");
+			return node_err(nd, DF_EINVAL,
+			                "output is not a computed value");
 		graph_value *o = &g->values[nd->output];
 		if (o->producer >= 0)
-			return node_err(nd, DF_EINVAL, "output '%s' is also produced by '%s'",
-					o->name, g->nodes[o->producer].name);
+			return node_err(nd, DF_EINVAL,
+			                "output '%s' is also produced by '%s'",
+			                o->name, g->nodes[o->producer].name);
 		o->producer = n;
 	}
 	for (int i = 0; i < g->n_inputs; i++) {
 		int v = g->inputs[i];
-		if (!value_ok(g, v) || g->values[v].constant || g->values[v].producer >= 0)
-			return df_errf(DF_EINVAL,
-				       "graph input %d ('%s') is not an unproduced, "
-				       "non-constant value", i, value_ok(g, v) ? vname(g, v) : "?");
+		if (!value_ok(g, v) || g->values[v].constant ||
+		    g->values[v].producer >= 0)
+			return df_errf(
+			    DF_EINVAL,
+			    "graph input %d ('%s') is not an unproduced, "
+			    "non-constant value",
+			    i, value_ok(g, v) ? vname(g, v) : "?");
 		size_t numel = 0;
-		df_err err = tensor_shape_numel(g->values[v].ndim, g->values[v].dims,
-						TENSOR_F32, &numel);
+		df_err err = tensor_shape_numel(
+		    g->values[v].ndim, g->values[v].dims, TENSOR_F32, &numel);
 		if (err)
-			return df_errf(err, "graph input '%s': shape too large", vname(g, v));
+			return df_errf(err, "graph input '%s': shape too large",
+			               vname(g, v));
 	}
 	for (int i = 0; i < g->n_outputs; i++)
 		if (!value_ok(g, g->outputs[i]))
-			return df_errf(DF_EINVAL, "graph output %d is not a value", i);
+			return df_errf(DF_EINVAL,
+			               "graph output %d is not a value", i);
 	/* every non-constant input must come from somewhere */
-	for (int n = 0; n < g->n_nodes; n++) {
+	uint8_t *role = value_roles(g, 0);
+	if (!role)
+		return df_errf(DF_ENOMEM, "graph check");
+	df_err err = DF_OK;
+	for (int n = 0; n < g->n_nodes && !err; n++) {
 		const graph_node *nd = &g->nodes[n];
 		int deps[GRAPH_MAX_INPUTS + GRAPH_MAX_POSTOPS];
 		int k = node_deps(nd, deps);
-		for (int i = 0; i < k; i++) {
+		for (int i = 0; i < k && !err; i++) {
 			int v = deps[i];
-			if (!g->values[v].constant && g->values[v].producer < 0 &&
-			    !is_graph_input(g, v))
-				return node_err(nd, DF_EINVAL,
-						"input '%s' is neither a graph input, a constant "
-						"nor produced by a node", vname(g, v));
+			if (!g->values[v].constant &&
+			    g->values[v].producer < 0 && !(role[v] & ROLE_IN))
+				err = node_err(
+				    nd, DF_EINVAL,
+				    "input '%s' is neither a graph "
+				    "input, a constant nor produced by "
+				    "a node",
+				    vname(g, v));
 		}
 	}
-	return DF_OK;
+	free(role);
+	return err;
 }
 
 /* Infers every node's shape in order and folds the nodes that can be
@@ -1418,13 +1519,9 @@ static df_err infer_fold_all(graph *g)
 		keep[n] = !folded;
 		any |= folded;
 	}
-	if (!err && any)
-		nodes_compact(g, keep);
-	else if (err && any) {
-		/* producers of folded nodes were cleared: keep g consistent */
-		for (int n = 0; n < g->n_nodes; n++)
-			if (!g->values[g->nodes[n].output].constant)
-				g->values[g->nodes[n].output].producer = n;
+	if (any) {
+		/* on error, keep[] stops short: drop exactly the folded nodes
+		 */
 		for (int n = 0; n < g->n_nodes; n++)
 			keep[n] = !g->values[g->nodes[n].output].constant;
 		nodes_compact(g, keep);
@@ -1435,7 +1532,7 @@ static df_err infer_fold_all(graph *g)
 
 /* New constant value (f32, zero-filled) named "<node>.<what>". */
 static df_err new_const(graph *g, const graph_node *nd, const char *what,
-			int ndim, const int64_t *dims, int *index, float **data)
+                        int ndim, const int64_t *dims, int *index, float **data)
 {
 	tensor *t = NULL;
 	df_err err = tensor_create(TENSOR_F32, ndim, dims, &t);
@@ -1451,15 +1548,18 @@ static df_err new_const(graph *g, const graph_node *nd, const char *what,
 }
 
 static df_err require_const_f32(const graph *g, const graph_node *nd, int slot,
-				const char *what)
+                                const char *what)
 {
 	int v = nd->inputs[slot];
 	if (!is_const(g, v))
-		return node_err(nd, DF_ENOTSUP,
-				"%s '%s' must be a constant (initializer); computed "
-				"%s is not supported", what, vname(g, v), what);
+		return node_err(
+		    nd, DF_ENOTSUP,
+		    "%s '%s' must be a constant (initializer); computed "
+		    "%s is not supported",
+		    what, vname(g, v), what);
 	if (vdtype(g, v) != TENSOR_F32)
-		return node_err(nd, DF_EINVAL, "%s '%s' must be f32", what, vname(g, v));
+		return node_err(nd, DF_EINVAL, "%s '%s' must be f32", what,
+		                vname(g, v));
 	return DF_OK;
 }
 
@@ -1467,7 +1567,7 @@ static df_err require_const_f32(const graph *g, const graph_node *nd, int slot,
 typedef struct node_list {
 	graph_node *v;
 	int n, cap;
-	char **owned;     /* names made for derived nodes */
+	char **owned; /* names made for derived nodes */
 	int n_owned, cap_owned;
 } node_list;
 
@@ -1484,8 +1584,8 @@ static df_err node_list_push(node_list *l, const graph_node *nd)
  * "<from>/<suffix>", or carrying from's own name when suffix is NULL (each
  * original name must end up on exactly one node). */
 static df_err push_derived(node_list *l, const graph_node *from, graph_op op,
-			   int n_inputs, const int *inputs, int output,
-			   const char *suffix)
+                           int n_inputs, const int *inputs, int output,
+                           const char *suffix)
 {
 	graph_node nd;
 	memset(&nd, 0, sizeof nd);
@@ -1499,7 +1599,7 @@ static df_err push_derived(node_list *l, const graph_node *from, graph_op op,
 		return node_list_push(l, &nd);
 	}
 	df_err err = grow((void **)&l->owned, &l->cap_owned, l->n_owned + 1,
-			  sizeof *l->owned);
+	                  sizeof *l->owned);
 	if (err)
 		return err;
 	nd.name = str_fmt("%s/%s", from->name, suffix);
@@ -1511,12 +1611,13 @@ static df_err push_derived(node_list *l, const graph_node *from, graph_op op,
 
 /* New intermediate value with the shape of `like`, named "<node>.<what>". */
 static df_err new_temp(graph *g, const graph_node *nd, int like,
-		       const char *what, int *index)
+                       const char *what, int *index)
 {
 	graph_value *v = &g->values[like];
 	int64_t dims[TENSOR_MAX_DIMS];
 	memcpy(dims, v->dims, sizeof dims);
-	return add_value_fmt(g, v->ndim, dims, NULL, index, "%s.%s", nd->name, what);
+	return add_value_fmt(g, v->ndim, dims, NULL, index, "%s.%s", nd->name,
+	                     what);
 }
 
 static df_err canon_conv(graph *g, graph_node *nd)
@@ -1543,7 +1644,8 @@ static df_err canon_batchnorm(graph *g, graph_node *nd)
 		df_err err = require_const_f32(g, nd, 1, "scale");
 		return err ? err : require_const_f32(g, nd, 2, "shift");
 	}
-	static const char *const what[] = {"", "scale (gamma)", "B (beta)", "mean", "var"};
+	static const char *const what[] = {"", "scale (gamma)", "B (beta)",
+	                                   "mean", "var"};
 	for (int i = 1; i < 5; i++) {
 		df_err err = require_const_f32(g, nd, i, what[i]);
 		if (err)
@@ -1556,9 +1658,10 @@ static df_err canon_batchnorm(graph *g, graph_node *nd)
 	const float *var = tensor_f32(g->values[nd->inputs[4]].constant);
 	for (int64_t i = 0; i < c; i++)
 		if (!((double)var[i] + nd->attr.bn.epsilon > 0))
-			return node_err(nd, DF_EINVAL,
-					"var[%lld] + epsilon = %g is not positive",
-					(long long)i, (double)var[i] + nd->attr.bn.epsilon);
+			return node_err(
+			    nd, DF_EINVAL,
+			    "var[%lld] + epsilon = %g is not positive",
+			    (long long)i, (double)var[i] + nd->attr.bn.epsilon);
 	float *sc = NULL, *sh = NULL;
 	int vs = -1, vh = -1;
 	df_err err = new_const(g, nd, "scale", 1, &c, &vs, &sc);
@@ -1567,7 +1670,8 @@ static df_err canon_batchnorm(graph *g, graph_node *nd)
 	if (err)
 		return err;
 	for (int64_t i = 0; i < c; i++) {
-		double s = gamma[i] / sqrt((double)var[i] + nd->attr.bn.epsilon);
+		double s =
+		    gamma[i] / sqrt((double)var[i] + nd->attr.bn.epsilon);
 		sc[i] = (float)s;
 		sh[i] = (float)(beta[i] - mean[i] * s);
 	}
@@ -1580,7 +1684,7 @@ static df_err canon_batchnorm(graph *g, graph_node *nd)
 
 /* W [N,K] = alpha * (trans_b ? B : B^T) as a new constant. */
 static df_err gemm_weight(graph *g, const graph_node *nd, int b, bool trans_b,
-			  float alpha, int *wv)
+                          float alpha, int *wv)
 {
 	const tensor *bt = g->values[b].constant;
 	int64_t r = bt->dims[0], c = bt->dims[1];
@@ -1615,13 +1719,14 @@ static bool row_broadcast(const graph_value *c, int64_t n)
 
 /* Appends the nodes that add beta * C to `cur` and write `out`. */
 static df_err gemm_add_c(graph *g, const graph_node *nd, node_list *l, int cur,
-			 int c, float beta, int out)
+                         int c, float beta, int out)
 {
 	int operand = c;
 	if (is_const(g, c)) {
 		const tensor *ct = g->values[c].constant;
 		float *d = NULL;
-		df_err err = new_const(g, nd, "C", ct->ndim, ct->dims, &operand, &d);
+		df_err err =
+		    new_const(g, nd, "C", ct->ndim, ct->dims, &operand, &d);
 		if (err)
 			return err;
 		for (size_t i = 0; i < ct->numel; i++)
@@ -1636,7 +1741,8 @@ static df_err gemm_add_c(graph *g, const graph_node *nd, node_list *l, int cur,
 			return err;
 		d[0] = beta;
 		int in[2] = {c, bv};
-		err = push_derived(l, nd, GRAPH_OP_MUL, 2, in, operand, "mul_beta");
+		err = push_derived(l, nd, GRAPH_OP_MUL, 2, in, operand,
+		                   "mul_beta");
 		if (err)
 			return err;
 	}
@@ -1658,7 +1764,8 @@ static df_err canon_gemm(graph *g, graph_node *nd, node_list *l)
 		if (at.trans_b && at.alpha == 1.0f && at.beta == 1.0f && cv &&
 		    cv->constant && cv->ndim == 1 && cv->dims[0] == n)
 			return node_list_push(l, nd); /* already canonical */
-		bool c_in_bias = c < 0 || (cv->constant && row_broadcast(cv, n));
+		bool c_in_bias =
+		    c < 0 || (cv->constant && row_broadcast(cv, n));
 		int wv = -1, bv = -1;
 		float *bias = NULL;
 		err = gemm_weight(g, nd, b, at.trans_b, at.alpha, &wv);
@@ -1668,9 +1775,11 @@ static df_err canon_gemm(graph *g, graph_node *nd, node_list *l)
 			return err;
 		if (c >= 0 && c_in_bias) {
 			const tensor *ct = g->values[c].constant;
-			bool per_col = ct->ndim > 0 && ct->dims[ct->ndim - 1] == n && n != 1;
+			bool per_col = ct->ndim > 0 &&
+			               ct->dims[ct->ndim - 1] == n && n != 1;
 			for (int64_t j = 0; j < n; j++)
-				bias[j] = at.beta * tensor_f32(ct)[per_col ? j : 0];
+				bias[j] =
+				    at.beta * tensor_f32(ct)[per_col ? j : 0];
 		}
 		int gemm_out = out;
 		if (!c_in_bias) {
@@ -1688,20 +1797,25 @@ static df_err canon_gemm(graph *g, graph_node *nd, node_list *l)
 		err = node_list_push(l, &gn);
 		if (err)
 			return err;
-		return c_in_bias ? DF_OK : gemm_add_c(g, nd, l, gemm_out, c, at.beta, out);
+		return c_in_bias
+		           ? DF_OK
+		           : gemm_add_c(g, nd, l, gemm_out, c, at.beta, out);
 	}
 	/* computed B: MatMul, then alpha, then C */
 	if (at.trans_a || at.trans_b)
-		return node_err(nd, DF_ENOTSUP,
-				"transA/transB with a computed B '%s' are not supported",
-				vname(g, b));
+		return node_err(
+		    nd, DF_ENOTSUP,
+		    "transA/transB with a computed B '%s' are not supported",
+		    vname(g, b));
 	bool has_alpha = at.alpha != 1.0f;
 	int cur = -1;
-	err = (has_alpha || c >= 0) ? new_temp(g, nd, out, "matmul", &cur) : DF_OK;
+	err = (has_alpha || c >= 0) ? new_temp(g, nd, out, "matmul", &cur)
+	                            : DF_OK;
 	if (err)
 		return err;
 	int in[2] = {a, b};
-	err = push_derived(l, nd, GRAPH_OP_MATMUL, 2, in, cur >= 0 ? cur : out, NULL);
+	err = push_derived(l, nd, GRAPH_OP_MATMUL, 2, in, cur >= 0 ? cur : out,
+	                   NULL);
 	if (err || cur < 0)
 		return err;
 	if (has_alpha) {
@@ -1714,7 +1828,8 @@ static df_err canon_gemm(graph *g, graph_node *nd, node_list *l)
 			return err;
 		d[0] = at.alpha;
 		int min[2] = {cur, av};
-		err = push_derived(l, nd, GRAPH_OP_MUL, 2, min, next, "mul_alpha");
+		err = push_derived(l, nd, GRAPH_OP_MUL, 2, min, next,
+		                   "mul_alpha");
 		if (err || c < 0)
 			return err;
 		cur = next;
@@ -1818,14 +1933,15 @@ static df_err canonicalize(graph *g)
 static df_err own_constant(graph *g, int n, int slot, int *refs)
 {
 	int v = g->nodes[n].inputs[slot];
-	if (refs[v] <= 1 && !is_graph_output(g, v))
+	if (refs[v] <= 1)
 		return DF_OK;
 	tensor *t = NULL;
 	df_err err = tensor_clone(g->values[v].constant, &t);
 	if (err)
 		return err;
 	int nv = -1;
-	err = add_value_fmt(g, 0, NULL, t, &nv, "%s.%d", g->values[v].name, slot);
+	err =
+	    add_value_fmt(g, 0, NULL, t, &nv, "%s.%d", g->values[v].name, slot);
 	if (err) {
 		tensor_destroy(t);
 		return err;
@@ -1842,14 +1958,16 @@ static df_err fold_batchnorm(graph *g)
 {
 	int *refs = slot_refs(g);
 	bool *keep = malloc(((size_t)g->n_nodes + 1) * sizeof *keep);
+	uint8_t *role = value_roles(g, 0);
 	df_err err = DF_OK;
 	/* room for the two private copies each fold may add */
-	int *nr = refs ? realloc(refs, ((size_t)g->n_values + 2 * (size_t)g->n_nodes + 1) *
-					       sizeof *refs)
-		       : NULL;
+	int *nr = refs ? realloc(refs, ((size_t)g->n_values +
+	                                2 * (size_t)g->n_nodes + 1) *
+	                                   sizeof *refs)
+	               : NULL;
 	if (nr)
 		refs = nr;
-	if (!refs || !nr || !keep) {
+	if (!refs || !nr || !keep || !role) {
 		err = df_errf(DF_ENOMEM, "BatchNorm folding");
 		goto out;
 	}
@@ -1861,10 +1979,11 @@ static df_err fold_batchnorm(graph *g)
 			continue;
 		int x = bn->inputs[0];
 		int p = g->values[x].producer;
-		if (p < 0 || refs[x] != 1 || is_graph_output(g, x))
+		if (p < 0 || refs[x] != 1 || (role[x] & ROLE_OUT))
 			continue;
 		graph_node *pn = &g->nodes[p];
-		if ((pn->op != GRAPH_OP_CONV && pn->op != GRAPH_OP_GEMM) || pn->n_postops)
+		if ((pn->op != GRAPH_OP_CONV && pn->op != GRAPH_OP_GEMM) ||
+		    pn->n_postops)
 			continue;
 		err = own_constant(g, p, 1, refs);
 		if (!err)
@@ -1894,6 +2013,7 @@ static df_err fold_batchnorm(graph *g)
 out:
 	free(refs);
 	free(keep);
+	free(role);
 	return err;
 }
 
@@ -1921,12 +2041,13 @@ static graph_postop act_postop(const graph_node *nd)
 }
 
 /* Node that x could take post-ops from: a Conv/Gemm whose output x feeds
- * only one slot and is not a graph output; -1 if none. */
+ * only one slot and is not a graph output (refs counts graph outputs as
+ * references); -1 if none. */
 static int fusable_producer(const graph *g, int x, const int *refs,
-			    const bool *keep)
+                            const bool *keep)
 {
 	int p = x >= 0 ? g->values[x].producer : -1;
-	if (p < 0 || !keep[p] || refs[x] != 1 || is_graph_output(g, x))
+	if (p < 0 || !keep[p] || refs[x] != 1)
 		return -1;
 	const graph_node *pn = &g->nodes[p];
 	if (pn->op != GRAPH_OP_CONV && pn->op != GRAPH_OP_GEMM)
@@ -1946,6 +2067,8 @@ static df_err fuse_postops(graph *g)
 		free(keep);
 		return df_errf(DF_ENOMEM, "post-op fusion");
 	}
+	for (int i = 0; i < g->n_outputs; i++)
+		refs[g->outputs[i]]++; /* a graph output must stay visible */
 	for (int n = 0; n < g->n_nodes; n++)
 		keep[n] = true;
 	for (int n = 0; n < g->n_nodes; n++) {
@@ -1963,13 +2086,19 @@ static df_err fuse_postops(graph *g)
 		case GRAPH_OP_ADD: {
 			const graph_value *o = &g->values[nd->output];
 			for (int slot = 0; slot < 2 && p < 0; slot++) {
-				int x = nd->inputs[slot], y = nd->inputs[1 - slot];
-				const graph_value *xv = &g->values[x], *yv = &g->values[y];
-				if (x == y || !dims_equal(xv->ndim, xv->dims, o->ndim, o->dims) ||
-				    !dims_equal(yv->ndim, yv->dims, o->ndim, o->dims))
+				int x = nd->inputs[slot],
+				    y = nd->inputs[1 - slot];
+				const graph_value *xv = &g->values[x],
+				                  *yv = &g->values[y];
+				if (x == y ||
+				    !dims_equal(xv->ndim, xv->dims, o->ndim,
+				                o->dims) ||
+				    !dims_equal(yv->ndim, yv->dims, o->ndim,
+				                o->dims))
 					continue;
 				p = fusable_producer(g, x, refs, keep);
-				po = (graph_postop){GRAPH_POSTOP_ADD, GRAPH_ACT_RELU, 0, 0, y};
+				po = (graph_postop){GRAPH_POSTOP_ADD,
+				                    GRAPH_ACT_RELU, 0, 0, y};
 			}
 			break;
 		}
@@ -2064,7 +2193,8 @@ static df_err values_gc(graph *g)
 				nd->inputs[i] = map[nd->inputs[i]];
 		for (int i = 0; i < nd->n_postops; i++)
 			if (nd->postops[i].kind == GRAPH_POSTOP_ADD)
-				nd->postops[i].operand = map[nd->postops[i].operand];
+				nd->postops[i].operand =
+				    map[nd->postops[i].operand];
 		nd->output = map[nd->output];
 	}
 	free(map);
@@ -2074,15 +2204,16 @@ static df_err values_gc(graph *g)
 /* ---- invariants --------------------------------------------------------- */
 
 static df_err check_const_shape(const graph *g, const graph_node *nd, int slot,
-				int ndim, const int64_t *dims, const char *what)
+                                int ndim, const int64_t *dims, const char *what)
 {
 	int v = nd->inputs[slot];
 	if (!is_const(g, v) || vdtype(g, v) != TENSOR_F32)
-		return node_err(nd, DF_EINVAL, "%s '%s' is not an f32 constant", what,
-				vname(g, v));
-	if (dims && !dims_equal(g->values[v].ndim, g->values[v].dims, ndim, dims))
-		return node_err(nd, DF_EINVAL, "%s '%s' has the wrong shape", what,
-				vname(g, v));
+		return node_err(nd, DF_EINVAL, "%s '%s' is not an f32 constant",
+		                what, vname(g, v));
+	if (dims &&
+	    !dims_equal(g->values[v].ndim, g->values[v].dims, ndim, dims))
+		return node_err(nd, DF_EINVAL, "%s '%s' has the wrong shape",
+		                what, vname(g, v));
 	return DF_OK;
 }
 
@@ -2096,13 +2227,16 @@ static bool attr_equal(const graph_node *a, const graph_node *b)
 	case GRAPH_OP_CONV:
 		return !memcmp(ca->kernel, cb->kernel, sizeof ca->kernel) &&
 		       !memcmp(ca->strides, cb->strides, sizeof ca->strides) &&
-		       !memcmp(ca->dilations, cb->dilations, sizeof ca->dilations) &&
-		       !memcmp(ca->pads, cb->pads, sizeof ca->pads) && ca->group == cb->group;
+		       !memcmp(ca->dilations, cb->dilations,
+		               sizeof ca->dilations) &&
+		       !memcmp(ca->pads, cb->pads, sizeof ca->pads) &&
+		       ca->group == cb->group;
 	case GRAPH_OP_MAXPOOL:
 	case GRAPH_OP_AVGPOOL:
 		return !memcmp(pa->kernel, pb->kernel, sizeof pa->kernel) &&
 		       !memcmp(pa->strides, pb->strides, sizeof pa->strides) &&
-		       !memcmp(pa->dilations, pb->dilations, sizeof pa->dilations) &&
+		       !memcmp(pa->dilations, pb->dilations,
+		               sizeof pa->dilations) &&
 		       !memcmp(pa->pads, pb->pads, sizeof pa->pads) &&
 		       pa->ceil_mode == pb->ceil_mode &&
 		       pa->count_include_pad == pb->count_include_pad;
@@ -2121,62 +2255,76 @@ static bool attr_equal(const graph_node *a, const graph_node *b)
 	}
 }
 
-static df_err check_node(const graph *g, int n, const bool *consumed)
+static df_err check_node(const graph *g, int n, const uint8_t *role)
 {
 	const graph_node *nd = &g->nodes[n];
 	if ((unsigned)nd->op >= GRAPH_OP_COUNT || !nd->name)
 		return df_errf(DF_EINVAL, "node %d: unknown op or no name", n);
 	static const int canon_arity[GRAPH_OP_COUNT] = {
-		[GRAPH_OP_CONV] = 3, [GRAPH_OP_GEMM] = 3, [GRAPH_OP_MATMUL] = 2,
-		[GRAPH_OP_BATCHNORM] = 3, [GRAPH_OP_ADD] = 2, [GRAPH_OP_MUL] = 2,
-		[GRAPH_OP_CONCAT] = -1,
+	    [GRAPH_OP_CONV] = 3,    [GRAPH_OP_GEMM] = 3,
+	    [GRAPH_OP_MATMUL] = 2,  [GRAPH_OP_BATCHNORM] = 3,
+	    [GRAPH_OP_ADD] = 2,     [GRAPH_OP_MUL] = 2,
+	    [GRAPH_OP_CONCAT] = -1,
 	};
 	int want = canon_arity[nd->op] ? canon_arity[nd->op] : 1;
 	if (want > 0 ? nd->n_inputs != want
-		     : (nd->n_inputs < 1 || nd->n_inputs > GRAPH_MAX_INPUTS))
+	             : (nd->n_inputs < 1 || nd->n_inputs > GRAPH_MAX_INPUTS))
 		return node_err(nd, DF_EINVAL, "%d inputs in canonical form",
-				nd->n_inputs);
+		                nd->n_inputs);
 	int deps[GRAPH_MAX_INPUTS + GRAPH_MAX_POSTOPS];
 	for (int i = 0; i < nd->n_inputs; i++)
 		if (!value_ok(g, nd->inputs[i]))
-			return node_err(nd, DF_EINVAL, "input %d is absent or invalid", i);
+			return node_err(nd, DF_EINVAL,
+			                "input %d is absent or invalid", i);
 	if (nd->n_postops < 0 || nd->n_postops > GRAPH_MAX_POSTOPS ||
-	    (nd->n_postops && nd->op != GRAPH_OP_CONV && nd->op != GRAPH_OP_GEMM))
-		return node_err(nd, DF_EINVAL, "post-ops on a node that cannot have them");
+	    (nd->n_postops && nd->op != GRAPH_OP_CONV &&
+	     nd->op != GRAPH_OP_GEMM))
+		return node_err(nd, DF_EINVAL,
+		                "post-ops on a node that cannot have them");
 	if (!value_ok(g, nd->output))
 		return node_err(nd, DF_EINVAL, "output is not a value");
 	const graph_value *o = &g->values[nd->output];
 	if (o->constant || o->producer != n)
-		return node_err(nd, DF_EINVAL, "output '%s' is constant or has producer %d",
-				o->name, o->producer);
-	if (!consumed[nd->output] && !is_graph_output(g, nd->output))
-		return node_err(nd, DF_EINVAL, "output '%s' is never used (dead node)",
-				o->name);
+		return node_err(nd, DF_EINVAL,
+		                "output '%s' is constant or has producer %d",
+		                o->name, o->producer);
+	if (!(role[nd->output] & (ROLE_READ | ROLE_OUT)))
+		return node_err(nd, DF_EINVAL,
+		                "output '%s' is never used (dead node)",
+		                o->name);
 	for (int i = 0; i < nd->n_postops; i++) {
 		const graph_postop *p = &nd->postops[i];
 		if (p->kind == GRAPH_POSTOP_ACT) {
 			if ((unsigned)p->act >= GRAPH_ACT_COUNT)
-				return node_err(nd, DF_EINVAL, "post-op %d: bad activation", i);
+				return node_err(nd, DF_EINVAL,
+				                "post-op %d: bad activation",
+				                i);
 		} else if (p->kind == GRAPH_POSTOP_ADD) {
-			if (!value_ok(g, p->operand) || p->operand == nd->output ||
-			    !dims_equal(g->values[p->operand].ndim, g->values[p->operand].dims,
-					o->ndim, o->dims) ||
+			if (!value_ok(g, p->operand) ||
+			    p->operand == nd->output ||
+			    !dims_equal(g->values[p->operand].ndim,
+			                g->values[p->operand].dims, o->ndim,
+			                o->dims) ||
 			    vdtype(g, p->operand) != TENSOR_F32)
 				return node_err(nd, DF_EINVAL,
-						"post-op %d: Add operand is not an f32 value "
-						"of the output's shape", i);
+				                "post-op %d: Add operand is "
+				                "not an f32 value "
+				                "of the output's shape",
+				                i);
 		} else {
-			return node_err(nd, DF_EINVAL, "post-op %d: bad kind", i);
+			return node_err(nd, DF_EINVAL, "post-op %d: bad kind",
+			                i);
 		}
 	}
 	int k = node_deps(nd, deps);
 	for (int i = 0; i < k; i++) {
 		const graph_value *v = &g->values[deps[i]];
-		if (!v->constant && !is_graph_input(g, deps[i]) &&
+		if (!v->constant && !(role[deps[i]] & ROLE_IN) &&
 		    (v->producer < 0 || v->producer >= n))
-			return node_err(nd, DF_EINVAL,
-					"input '%s' is not produced before this node",
-					v->name);
+			return node_err(
+			    nd, DF_EINVAL,
+			    "input '%s' is not produced before this node",
+			    v->name);
 	}
 	/* shapes agree with inference, attributes are normalized */
 	graph_node copy = *nd;
@@ -2186,8 +2334,9 @@ static df_err check_node(const graph *g, int n, const bool *consumed)
 	if (err)
 		return err;
 	if (!dims_equal(ndim, dims, o->ndim, o->dims) || !attr_equal(&copy, nd))
-		return node_err(nd, DF_EINVAL,
-				"output shape or attributes disagree with inference");
+		return node_err(
+		    nd, DF_EINVAL,
+		    "output shape or attributes disagree with inference");
 	switch (nd->op) {
 	case GRAPH_OP_CONV: {
 		int64_t m = g->values[nd->inputs[1]].dims[0];
@@ -2199,7 +2348,8 @@ static df_err check_node(const graph *g, int n, const bool *consumed)
 	case GRAPH_OP_GEMM: {
 		const graph_gemm_attr *a = &nd->attr.gemm;
 		if (!a->trans_b || a->alpha != 1.0f || a->beta != 1.0f)
-			return node_err(nd, DF_EINVAL, "not canonical (trans_b, alpha, beta)");
+			return node_err(nd, DF_EINVAL,
+			                "not canonical (trans_b, alpha, beta)");
 		int64_t nn = o->dims[1];
 		err = check_const_shape(g, nd, 1, 0, NULL, "weight");
 		if (!err)
@@ -2227,84 +2377,98 @@ df_err graph_check(const graph *g)
 	    (g->n_outputs && !g->outputs))
 		return df_errf(DF_EINVAL, "graph arrays are inconsistent");
 	df_err err = DF_OK;
-	bool *consumed = calloc((size_t)g->n_values + 1, sizeof *consumed);
-	if (!consumed)
+	uint8_t *role = value_roles(g, 0);
+	if (!role)
 		return df_errf(DF_ENOMEM, "graph check");
 	for (int n = 0; n < g->n_nodes; n++) {
 		const graph_node *nd = &g->nodes[n];
 		if (nd->n_inputs < 0 || nd->n_inputs > GRAPH_MAX_INPUTS ||
 		    nd->n_postops < 0 || nd->n_postops > GRAPH_MAX_POSTOPS) {
-			err = df_errf(DF_EINVAL, "node %d: bad input or post-op count", n);
+			err = df_errf(DF_EINVAL,
+			              "node %d: bad input or post-op count", n);
 			goto out;
 		}
 		int deps[GRAPH_MAX_INPUTS + GRAPH_MAX_POSTOPS];
 		int k = node_deps(nd, deps);
 		for (int i = 0; i < k; i++)
 			if (value_ok(g, deps[i]))
-				consumed[deps[i]] = true;
-	}
-	for (int v = 0; v < g->n_values; v++) {
-		const graph_value *val = &g->values[v];
-		if (!val->name || val->ndim < 0 || val->ndim > TENSOR_MAX_DIMS) {
-			err = df_errf(DF_EINVAL, "value %d: no name or bad rank", v);
-			goto out;
-		}
-		for (int i = 0; i < val->ndim; i++)
-			if (val->dims[i] < 0) {
-				err = df_errf(DF_EINVAL, "value '%s': negative dim", val->name);
-				goto out;
-			}
-		if (val->constant) {
-			if (val->producer != -1 ||
-			    !dims_equal(val->ndim, val->dims, val->constant->ndim,
-					val->constant->dims)) {
-				err = df_errf(DF_EINVAL,
-					      "constant '%s': has a producer or a shape unlike "
-					      "its tensor", val->name);
-				goto out;
-			}
-		} else if (val->producer < 0 || val->producer >= g->n_nodes ||
-			   g->nodes[val->producer].output != v) {
-			if (val->producer >= 0 || !is_graph_input(g, v)) {
-				err = df_errf(DF_EINVAL,
-					      "value '%s' is neither a constant, a graph input "
-					      "nor produced by a node", val->name);
-				goto out;
-			}
-		}
-		if (!val->constant && !consumed[v] && !is_graph_output(g, v) &&
-		    !is_graph_input(g, v)) {
-			err = df_errf(DF_EINVAL, "value '%s' is unused", val->name);
-			goto out;
-		}
+				role[deps[i]] |= ROLE_READ;
 	}
 	for (int i = 0; i < g->n_inputs; i++) {
 		int v = g->inputs[i];
-		if (!value_ok(g, v) || g->values[v].constant || g->values[v].producer >= 0) {
-			err = df_errf(DF_EINVAL, "graph input %d is not a free computed value", i);
+		if (!value_ok(g, v) || g->values[v].constant ||
+		    g->values[v].producer >= 0) {
+			err = df_errf(
+			    DF_EINVAL,
+			    "graph input %d is not a free computed value", i);
 			goto out;
 		}
-		for (int j = 0; j < i; j++)
-			if (g->inputs[j] == v) {
-				err = df_errf(DF_EINVAL, "graph input '%s' listed twice",
-					      vname(g, v));
-				goto out;
-			}
+		if (role[v] & ROLE_SEEN) {
+			err =
+			    df_errf(DF_EINVAL, "graph input '%s' listed twice",
+			            vname(g, v));
+			goto out;
+		}
+		role[v] |= ROLE_SEEN;
 	}
 	for (int i = 0; i < g->n_outputs; i++) {
 		int v = g->outputs[i];
 		if (!value_ok(g, v) || g->values[v].producer < 0) {
-			err = df_errf(DF_ENOTSUP,
-				      "graph output '%s' is not computed by any node (a "
-				      "constant or a graph input)",
-				      value_ok(g, v) ? vname(g, v) : "?");
+			err = df_errf(
+			    DF_ENOTSUP,
+			    "graph output '%s' is not computed by any node (a "
+			    "constant or a graph input)",
+			    value_ok(g, v) ? vname(g, v) : "?");
+			goto out;
+		}
+	}
+	for (int v = 0; v < g->n_values; v++) {
+		const graph_value *val = &g->values[v];
+		if (!val->name || val->ndim < 0 ||
+		    val->ndim > TENSOR_MAX_DIMS) {
+			err = df_errf(DF_EINVAL,
+			              "value %d: no name or bad rank", v);
+			goto out;
+		}
+		for (int i = 0; i < val->ndim; i++)
+			if (val->dims[i] < 0) {
+				err = df_errf(DF_EINVAL,
+				              "value '%s': negative dim",
+				              val->name);
+				goto out;
+			}
+		if (val->constant) {
+			if (val->producer != -1 ||
+			    !dims_equal(val->ndim, val->dims,
+			                val->constant->ndim,
+			                val->constant->dims)) {
+				err = df_errf(DF_EINVAL,
+				              "constant '%s': has a producer "
+				              "or a shape unlike its tensor",
+				              val->name);
+				goto out;
+			}
+		} else if (val->producer < 0 || val->producer >= g->n_nodes ||
+		           g->nodes[val->producer].output != v) {
+			if (val->producer >= 0 || !(role[v] & ROLE_IN)) {
+				err = df_errf(DF_EINVAL,
+				              "value '%s' is neither a "
+				              "constant, a graph input "
+				              "nor produced by a node",
+				              val->name);
+				goto out;
+			}
+		}
+		if (!val->constant && !role[v]) {
+			err = df_errf(DF_EINVAL, "value '%s' is unused",
+			              val->name);
 			goto out;
 		}
 	}
 	for (int n = 0; n < g->n_nodes && !err; n++)
-		err = check_node(g, n, consumed);
+		err = check_node(g, n, role);
 out:
-	free(consumed);
+	free(role);
 	return err;
 }
 
@@ -2347,9 +2511,11 @@ df_err graph_clone(const graph *g, graph **out)
 	if (err)
 		return err;
 	c->opset = g->opset;
-	err = grow((void **)&c->values, &c->values_cap, g->n_values, sizeof *c->values);
+	err = grow((void **)&c->values, &c->values_cap, g->n_values,
+	           sizeof *c->values);
 	if (!err)
-		err = grow((void **)&c->nodes, &c->nodes_cap, g->n_nodes, sizeof *c->nodes);
+		err = grow((void **)&c->nodes, &c->nodes_cap, g->n_nodes,
+		           sizeof *c->nodes);
 	if (err)
 		goto out;
 	for (int v = 0; v < g->n_values; v++) {
@@ -2364,7 +2530,8 @@ df_err graph_clone(const graph *g, graph **out)
 			goto out;
 		}
 		if (g->values[v].constant) {
-			err = tensor_clone(g->values[v].constant, &dst->constant);
+			err =
+			    tensor_clone(g->values[v].constant, &dst->constant);
 			if (err)
 				goto out;
 		}
@@ -2373,7 +2540,8 @@ df_err graph_clone(const graph *g, graph **out)
 		c->nodes[n] = g->nodes[n];
 		c->nodes[n].name = NULL;
 		c->n_nodes = n + 1;
-		c->nodes[n].name = strdup(g->nodes[n].name ? g->nodes[n].name : "");
+		c->nodes[n].name =
+		    strdup(g->nodes[n].name ? g->nodes[n].name : "");
 		if (!c->nodes[n].name) {
 			err = df_errf(DF_ENOMEM, "graph clone");
 			goto out;
@@ -2413,23 +2581,27 @@ int64_t graph_node_macs(const graph *g, int n)
 		return 0;
 	const graph_node *nd = &g->nodes[n];
 	const graph_value *x = nd->n_inputs > 0 && nd->inputs[0] >= 0
-				       ? &g->values[nd->inputs[0]] : NULL;
+	                           ? &g->values[nd->inputs[0]]
+	                           : NULL;
 	const graph_value *w = nd->n_inputs > 1 && nd->inputs[1] >= 0
-				       ? &g->values[nd->inputs[1]] : NULL;
+	                           ? &g->values[nd->inputs[1]]
+	                           : NULL;
 	if (!x || !w)
 		return 0;
 	switch (nd->op) {
 	case GRAPH_OP_CONV:
 		if (w->ndim != 4)
 			return 0;
-		return sat_mul(out_numel(g, nd),
-			       sat_mul(w->dims[1], sat_mul(w->dims[2], w->dims[3])));
+		return sat_mul(
+		    out_numel(g, nd),
+		    sat_mul(w->dims[1], sat_mul(w->dims[2], w->dims[3])));
 	case GRAPH_OP_GEMM:
-		/* canonical: W is [N,K]; before finalize K depends on trans_b */
+		/* canonical: W is [N,K]; before finalize K depends on trans_b
+		 */
 		if (w->ndim != 2)
 			return 0;
 		return sat_mul(out_numel(g, nd),
-			       nd->attr.gemm.trans_b ? w->dims[1] : w->dims[0]);
+		               nd->attr.gemm.trans_b ? w->dims[1] : w->dims[0]);
 	case GRAPH_OP_MATMUL:
 		if (x->ndim < 1)
 			return 0;
@@ -2449,7 +2621,8 @@ int64_t graph_node_weight_bytes(const graph *g, int n)
 	int k = node_deps(nd, deps);
 	for (int i = 0; i < k; i++)
 		if (is_const(g, deps[i]))
-			b = sat_add(b, (int64_t)tensor_nbytes(g->values[deps[i]].constant));
+			b = sat_add(b, (int64_t)tensor_nbytes(
+			                   g->values[deps[i]].constant));
 	return b;
 }
 
@@ -2463,7 +2636,8 @@ int64_t graph_node_params(const graph *g, int n)
 	int k = node_deps(nd, deps);
 	for (int i = 0; i < k; i++)
 		if (is_const(g, deps[i]))
-			p = sat_add(p, (int64_t)g->values[deps[i]].constant->numel);
+			p = sat_add(
+			    p, (int64_t)g->values[deps[i]].constant->numel);
 	return p;
 }
 
@@ -2484,7 +2658,8 @@ int64_t graph_node_flops(const graph *g, int n)
 		break;
 	case GRAPH_OP_MAXPOOL:
 	case GRAPH_OP_AVGPOOL:
-		f = sat_mul(on, sat_mul(nd->attr.pool.kernel[0], nd->attr.pool.kernel[1]));
+		f = sat_mul(on, sat_mul(nd->attr.pool.kernel[0],
+		                        nd->attr.pool.kernel[1]));
 		break;
 	case GRAPH_OP_GLOBALAVGPOOL: {
 		const graph_value *x = &g->values[nd->inputs[0]];
@@ -2539,7 +2714,8 @@ static int64_t const_total(const graph *g, bool bytes)
 			if (seen)
 				seen[v] = true;
 			const tensor *c = g->values[v].constant;
-			t = sat_add(t, bytes ? (int64_t)tensor_nbytes(c) : (int64_t)c->numel);
+			t = sat_add(t, bytes ? (int64_t)tensor_nbytes(c)
+			                     : (int64_t)c->numel);
 		}
 	}
 	free(seen);

@@ -52,7 +52,11 @@
  *  - non-constant values are f32; constants are f32 or i64 (i64 only as
  *    shape arithmetic, which is folded away before any node sees it);
  *  - MatMul becomes GEMM only when A is 2-D and B is a constant 2-D f32;
- *  - GEMM has alpha = beta = 1 and trans_b = true;
+ *  - GEMM has alpha = beta = 1 and trans_b = true. An ONNX Gemm with a
+ *    constant B and a C that is not a row vector becomes GEMM (zero bias)
+ *    + ADD; with a computed B it becomes MATMUL [+ MUL by scalar alpha]
+ *    [+ ADD C] (transA/transB with a computed B is DF_ENOTSUP);
+ *  - a post-op ADD operand may be a constant (e.g. such a Gemm C);
  *  - pooling with ceil_mode: the output value's dims already include the
  *    ceil rounding, with the PyTorch/ONNX Runtime rule that a last window
  *    starting inside the end padding is dropped; engines take the output
@@ -60,7 +64,7 @@
  *  - SOFTMAX legacy is only true when it differs from plain softmax along
  *    `axis` (i.e. axis is not the last dim);
  *  - graph_finalize() is idempotent: a finalized graph (or its clone)
- *    passes through unchanged.
+ *    passes through unchanged; graph_check() verifies all of the above.
  *
  * Building a graph by hand (tests, the stage planner): add values with
  * graph_add_value() (node outputs may have ndim 0; finalize infers their

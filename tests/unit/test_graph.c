@@ -28,7 +28,7 @@ static float frand(void)
 
 /* Non-constant value (a graph input when `input`). */
 static int val(graph *g, const char *name, int ndim, const int64_t *dims,
-	       bool input)
+               bool input)
 {
 	int v = -1;
 	assert_int_equal(graph_add_value(g, name, ndim, dims, NULL, &v), DF_OK);
@@ -45,7 +45,7 @@ static int tmp(graph *g, const char *name)
 
 /* f32 constant filled with random values (or data when non-NULL). */
 static int cst(graph *g, const char *name, int ndim, const int64_t *dims,
-	       const float *data)
+               const float *data)
 {
 	tensor *t = NULL;
 	assert_int_equal(tensor_create(TENSOR_F32, ndim, dims, &t), DF_OK);
@@ -85,7 +85,7 @@ static void add(graph *g, graph_node nd, const char *name)
 }
 
 static int conv(graph *g, const char *name, int x, int64_t m, int64_t cin_g,
-		int64_t k, int64_t stride, int64_t pad, int64_t group)
+                int64_t k, int64_t stride, int64_t pad, int64_t group)
 {
 	char wn[64], on[64];
 	snprintf(wn, sizeof wn, "%s.W", name);
@@ -157,7 +157,8 @@ static void expect_dims(const graph *g, int v, int ndim, const int64_t *dims)
 	tensor_shape_str(g->values[v].ndim, g->values[v].dims, got, sizeof got);
 	tensor_shape_str(ndim, dims, want, sizeof want);
 	if (strcmp(got, want) != 0)
-		fail_msg("value '%s' is %s, expected %s", g->values[v].name, got, want);
+		fail_msg("value '%s' is %s, expected %s", g->values[v].name,
+		         got, want);
 }
 
 static int find_node(const graph *g, const char *name)
@@ -180,7 +181,8 @@ static void expect_fail(graph *g, df_err want, const char *needle)
 {
 	df_err err = graph_finalize(g);
 	if (err != want)
-		fail_msg("finalize gave %d (%s), expected %d", err, df_err_msg(), want);
+		fail_msg("finalize gave %d (%s), expected %d", err,
+		         df_err_msg(), want);
 	if (needle && !strstr(df_err_msg(), needle))
 		fail_msg("message '%s' lacks '%s'", df_err_msg(), needle);
 	graph_destroy(g);
@@ -190,8 +192,8 @@ static void expect_fail(graph *g, df_err want, const char *needle)
 
 /* Plain NCHW convolution, N = 1. */
 static void ref_conv(const float *x, const int64_t *xd, const float *w,
-		     const int64_t *wd, const float *b, const graph_conv_attr *a,
-		     float *y, const int64_t *yd)
+                     const int64_t *wd, const float *b,
+                     const graph_conv_attr *a, float *y, const int64_t *yd)
 {
 	int64_t cg = wd[1], mg = wd[0] / a->group;
 	for (int64_t m = 0; m < yd[1]; m++)
@@ -201,16 +203,34 @@ static void ref_conv(const float *x, const int64_t *xd, const float *w,
 				int64_t grp = m / mg;
 				for (int64_t c = 0; c < cg; c++)
 					for (int64_t kh = 0; kh < wd[2]; kh++)
-						for (int64_t kw = 0; kw < wd[3]; kw++) {
-							int64_t ih = oh * a->strides[0] - a->pads[0] +
-								     kh * a->dilations[0];
-							int64_t iw = ow * a->strides[1] - a->pads[1] +
-								     kw * a->dilations[1];
-							if (ih < 0 || iw < 0 || ih >= xd[2] || iw >= xd[3])
+						for (int64_t kw = 0; kw < wd[3];
+						     kw++) {
+							int64_t ih =
+							    oh * a->strides[0] -
+							    a->pads[0] +
+							    kh *
+							        a->dilations[0];
+							int64_t iw =
+							    ow * a->strides[1] -
+							    a->pads[1] +
+							    kw *
+							        a->dilations[1];
+							if (ih < 0 || iw < 0 ||
+							    ih >= xd[2] ||
+							    iw >= xd[3])
 								continue;
-							int64_t ci = grp * cg + c;
-							s += (double)x[(ci * xd[2] + ih) * xd[3] + iw] *
-							     w[((m * cg + c) * wd[2] + kh) * wd[3] + kw];
+							int64_t ci =
+							    grp * cg + c;
+							s += (double)
+							         x[(ci * xd[2] +
+							            ih) *
+							               xd[3] +
+							           iw] *
+							     w[((m * cg + c) *
+							            wd[2] +
+							        kh) *
+							           wd[3] +
+							       kw];
 						}
 				y[(m * yd[2] + oh) * yd[3] + ow] = (float)s;
 			}
@@ -222,27 +242,31 @@ static void infers_conv_shapes(void **state)
 {
 	(void)state;
 	static const struct {
-		int64_t x[4], m, cin_g, k, stride, pad, group, dil, out_h, out_w;
+		int64_t x[4], m, cin_g, k, stride, pad, group, dil, out_h,
+		    out_w;
 	} cases[] = {
-		{{1, 3, 7, 9}, 8, 3, 3, 2, 1, 1, 1, 4, 5},      /* stride 2, pad 1 */
-		{{2, 3, 5, 5}, 4, 3, 1, 1, 0, 1, 1, 5, 5},      /* 1x1, batch 2 */
-		{{1, 6, 5, 5}, 6, 1, 3, 1, 0, 6, 1, 3, 3},      /* depthwise */
-		{{1, 4, 6, 6}, 8, 2, 3, 1, 1, 2, 1, 6, 6},      /* 2 groups */
-		{{1, 1, 7, 7}, 2, 1, 3, 1, 0, 1, 2, 3, 3},      /* dilation 2 */
-		{{1, 2, 1, 13}, 3, 2, 1, 3, 0, 1, 1, 1, 5},     /* odd, stride 3 */
-		{{1, 3, 224, 224}, 32, 3, 3, 2, 1, 1, 1, 112, 112},
+	    {{1, 3, 7, 9}, 8, 3, 3, 2, 1, 1, 1, 4, 5},  /* stride 2, pad 1 */
+	    {{2, 3, 5, 5}, 4, 3, 1, 1, 0, 1, 1, 5, 5},  /* 1x1, batch 2 */
+	    {{1, 6, 5, 5}, 6, 1, 3, 1, 0, 6, 1, 3, 3},  /* depthwise */
+	    {{1, 4, 6, 6}, 8, 2, 3, 1, 1, 2, 1, 6, 6},  /* 2 groups */
+	    {{1, 1, 7, 7}, 2, 1, 3, 1, 0, 1, 2, 3, 3},  /* dilation 2 */
+	    {{1, 2, 1, 13}, 3, 2, 1, 3, 0, 1, 1, 1, 5}, /* odd, stride 3 */
+	    {{1, 3, 224, 224}, 32, 3, 3, 2, 1, 1, 1, 112, 112},
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		graph *g = NULL;
 		assert_int_equal(graph_create(&g), DF_OK);
 		int x = val(g, "x", 4, cases[i].x, true);
-		int64_t wd[4] = {cases[i].m, cases[i].cin_g, cases[i].k, cases[i].k};
+		int64_t wd[4] = {cases[i].m, cases[i].cin_g, cases[i].k,
+		                 cases[i].k};
 		int w = cst(g, "W", 4, wd, NULL);
 		int o = tmp(g, "y");
 		int in[2] = {x, w};
 		graph_node nd = mk(GRAPH_OP_CONV, 2, in, o);
-		nd.attr.conv.strides[0] = nd.attr.conv.strides[1] = cases[i].stride;
-		nd.attr.conv.dilations[0] = nd.attr.conv.dilations[1] = cases[i].dil;
+		nd.attr.conv.strides[0] = nd.attr.conv.strides[1] =
+		    cases[i].stride;
+		nd.attr.conv.dilations[0] = nd.attr.conv.dilations[1] =
+		    cases[i].dil;
 		for (int p = 0; p < 4; p++)
 			nd.attr.conv.pads[p] = cases[i].pad;
 		nd.attr.conv.group = cases[i].group;
@@ -251,7 +275,8 @@ static void infers_conv_shapes(void **state)
 		df_err err = graph_finalize(g);
 		if (err)
 			fail_msg("case %zu: %s", i, df_err_msg());
-		int64_t want[4] = {cases[i].x[0], cases[i].m, cases[i].out_h, cases[i].out_w};
+		int64_t want[4] = {cases[i].x[0], cases[i].m, cases[i].out_h,
+		                   cases[i].out_w};
 		expect_dims(g, g->outputs[0], 4, want);
 		/* canonical: bias of zeros added, kernel from W */
 		assert_int_equal(g->nodes[0].n_inputs, 3);
@@ -265,7 +290,7 @@ static void infers_conv_shapes(void **state)
 }
 
 static int64_t pool_out_h(graph_op op, int64_t h, int64_t k, int64_t s,
-			  int64_t pad, bool ceil_mode)
+                          int64_t pad, bool ceil_mode)
 {
 	graph *g = NULL;
 	assert_int_equal(graph_create(&g), DF_OK);
@@ -352,7 +377,8 @@ static void infers_gemm_matmul_broadcast_concat_flatten_reshape(void **state)
 	df_err err = graph_finalize(g);
 	if (err)
 		fail_msg("%s", df_err_msg());
-	int64_t want_cat[4] = {1, 8, 3, 5}, want_r[3] = {1, 8, 15}, want_mm[3] = {1, 8, 6};
+	int64_t want_cat[4] = {1, 8, 3, 5}, want_r[3] = {1, 8, 15},
+	        want_mm[3] = {1, 8, 6};
 	int64_t want_fl[2] = {1, 48}, want_y[2] = {1, 7};
 	expect_dims(g, graph_find_value(g, "cat"), 4, want_cat);
 	expect_dims(g, graph_find_value(g, "r"), 3, want_r);
@@ -406,7 +432,8 @@ static void canonicalizes_gemm(void **state)
 	for (int i = 0; i < 6; i++)
 		assert_true(tensor_f32(w)[i] == want_w[i]);
 	const tensor *bias = g->values[gn->inputs[2]].constant;
-	assert_true(tensor_f32(bias)[0] == 5.0f && tensor_f32(bias)[1] == 10.0f);
+	assert_true(tensor_f32(bias)[0] == 5.0f &&
+	            tensor_f32(bias)[1] == 10.0f);
 	graph_destroy(g);
 
 	/* C of shape [M,N] with M > 1 is not a bias: Gemm + Add (then fused) */
@@ -491,17 +518,18 @@ static void folds_batchnorm_into_conv_numerically(void **state)
 	static const struct {
 		int64_t c, m, k, stride, pad, group, h, w;
 	} cases[] = {
-		{3, 4, 3, 1, 1, 1, 6, 5},
-		{4, 4, 3, 2, 1, 4, 7, 7}, /* depthwise, stride 2 */
-		{4, 6, 1, 1, 0, 2, 3, 4}, /* grouped 1x1 */
+	    {3, 4, 3, 1, 1, 1, 6, 5},
+	    {4, 4, 3, 2, 1, 4, 7, 7}, /* depthwise, stride 2 */
+	    {4, 6, 1, 1, 0, 2, 3, 4}, /* grouped 1x1 */
 	};
 	for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
 		graph *g = NULL;
 		assert_int_equal(graph_create(&g), DF_OK);
 		int64_t xd[4] = {1, cases[ci].c, cases[ci].h, cases[ci].w};
 		int x = val(g, "x", 4, xd, true);
-		int c = conv(g, "conv", x, cases[ci].m, cases[ci].c / cases[ci].group,
-			     cases[ci].k, cases[ci].stride, cases[ci].pad, cases[ci].group);
+		int c = conv(g, "conv", x, cases[ci].m,
+		             cases[ci].c / cases[ci].group, cases[ci].k,
+		             cases[ci].stride, cases[ci].pad, cases[ci].group);
 		int bn = batchnorm(g, "bn", c, cases[ci].m);
 		assert_int_equal(graph_add_output(g, bn), DF_OK);
 		/* keep the unfolded parameters for the reference */
@@ -519,7 +547,8 @@ static void folds_batchnorm_into_conv_numerically(void **state)
 			tensor_f32(xt)[i] = frand();
 		const graph_value *yv = &g->values[g->outputs[0]];
 		size_t yn = (size_t)(yv->dims[1] * yv->dims[2] * yv->dims[3]);
-		float *want = calloc(yn, sizeof *want), *got = calloc(yn, sizeof *got);
+		float *want = calloc(yn, sizeof *want),
+		      *got = calloc(yn, sizeof *got);
 		assert_non_null(want);
 		assert_non_null(got);
 		/* reference: conv (no bias) then BN, from the original graph */
@@ -527,33 +556,90 @@ static void folds_batchnorm_into_conv_numerically(void **state)
 		graph_conv_attr a = cn->attr.conv;
 		a.dilations[0] = a.dilations[1] = 1;
 		const tensor *w0 = orig->values[cn->inputs[1]].constant;
-		ref_conv(tensor_f32(xt), xd, tensor_f32(w0), w0->dims, NULL, &a, want,
-			 yv->dims);
-		const float *gam = tensor_f32(orig->values[bnn->inputs[1]].constant);
-		const float *bet = tensor_f32(orig->values[bnn->inputs[2]].constant);
-		const float *mea = tensor_f32(orig->values[bnn->inputs[3]].constant);
-		const float *var = tensor_f32(orig->values[bnn->inputs[4]].constant);
+		ref_conv(tensor_f32(xt), xd, tensor_f32(w0), w0->dims, NULL, &a,
+		         want, yv->dims);
+		const float *gam =
+		    tensor_f32(orig->values[bnn->inputs[1]].constant);
+		const float *bet =
+		    tensor_f32(orig->values[bnn->inputs[2]].constant);
+		const float *mea =
+		    tensor_f32(orig->values[bnn->inputs[3]].constant);
+		const float *var =
+		    tensor_f32(orig->values[bnn->inputs[4]].constant);
 		size_t hw = (size_t)(yv->dims[2] * yv->dims[3]);
 		for (size_t i = 0; i < yn; i++) {
 			size_t m = i / hw;
-			want[i] = (want[i] - mea[m]) / sqrtf(var[m] + 1e-5f) * gam[m] + bet[m];
+			want[i] = (want[i] - mea[m]) / sqrtf(var[m] + 1e-5f) *
+			              gam[m] +
+			          bet[m];
 		}
 		/* folded conv */
 		const graph_node *fn = &g->nodes[0];
 		const tensor *w1 = g->values[fn->inputs[1]].constant;
 		ref_conv(tensor_f32(xt), xd, tensor_f32(w1), w1->dims,
-			 tensor_f32(g->values[fn->inputs[2]].constant), &fn->attr.conv,
-			 got, yv->dims);
+		         tensor_f32(g->values[fn->inputs[2]].constant),
+		         &fn->attr.conv, got, yv->dims);
 		for (size_t i = 0; i < yn; i++)
-			if (fabsf(got[i] - want[i]) > 1e-4f * (1 + fabsf(want[i])))
-				fail_msg("case %zu elem %zu: folded %g, conv+bn %g", ci, i,
-					 got[i], want[i]);
+			if (fabsf(got[i] - want[i]) >
+			    1e-4f * (1 + fabsf(want[i])))
+				fail_msg(
+				    "case %zu elem %zu: folded %g, conv+bn %g",
+				    ci, i, got[i], want[i]);
 		free(want);
 		free(got);
 		tensor_destroy(xt);
 		graph_destroy(orig);
 		graph_destroy(g);
 	}
+}
+
+static void folds_batchnorm_into_gemm_numerically(void **state)
+{
+	(void)state;
+	graph *g = NULL, *orig = NULL;
+	assert_int_equal(graph_create(&g), DF_OK);
+	int64_t ad[2] = {2, 3}, wd[2] = {3, 4}, bd[1] = {4};
+	int a = val(g, "A", 2, ad, true);
+	int y = tmp(g, "fc.out");
+	int in[3] = {a, cst(g, "B", 2, wd, NULL), cst(g, "C", 1, bd, NULL)};
+	graph_node nd = mk(GRAPH_OP_GEMM, 3, in, y); /* B as [K,N], alpha 2 */
+	nd.attr.gemm.alpha = 2.0f;
+	add(g, nd, "fc");
+	int bn = batchnorm(g, "bn1d", y, 4);
+	assert_int_equal(graph_add_output(g, bn), DF_OK);
+	assert_int_equal(graph_clone(g, &orig), DF_OK);
+	assert_int_equal(graph_finalize(g), DF_OK);
+	assert_int_equal(g->n_nodes, 1);
+	const graph_node *fn = &g->nodes[0];
+	assert_int_equal(fn->op, GRAPH_OP_GEMM);
+	float av[6];
+	for (int i = 0; i < 6; i++)
+		av[i] = frand();
+	const float *b =
+	    tensor_f32(orig->values[orig->nodes[0].inputs[1]].constant);
+	const float *c =
+	    tensor_f32(orig->values[orig->nodes[0].inputs[2]].constant);
+	const graph_node *bnn = &orig->nodes[1];
+	const float *gam = tensor_f32(orig->values[bnn->inputs[1]].constant);
+	const float *bet = tensor_f32(orig->values[bnn->inputs[2]].constant);
+	const float *mea = tensor_f32(orig->values[bnn->inputs[3]].constant);
+	const float *var = tensor_f32(orig->values[bnn->inputs[4]].constant);
+	const float *w =
+	    tensor_f32(g->values[fn->inputs[1]].constant); /* [4,3] */
+	const float *fb = tensor_f32(g->values[fn->inputs[2]].constant);
+	for (int m = 0; m < 2; m++)
+		for (int n = 0; n < 4; n++) {
+			double ref = c[n], got = fb[n];
+			for (int k = 0; k < 3; k++) {
+				ref += 2.0 * av[m * 3 + k] * b[k * 4 + n];
+				got += (double)av[m * 3 + k] * w[n * 3 + k];
+			}
+			ref = (ref - mea[n]) / sqrt(var[n] + 1e-5) * gam[n] +
+			      bet[n];
+			assert_float_equal(got, ref, 1e-4 * (1 + fabs(ref)));
+		}
+	graph_destroy(orig);
+	graph_destroy(g);
 }
 
 static void keeps_batchnorm_when_conv_output_is_shared(void **state)
@@ -597,7 +683,8 @@ static void folds_batchnorm_without_touching_shared_weights(void **state)
 	assert_int_equal(graph_finalize(g), DF_OK);
 	assert_int_equal(count_op(g, GRAPH_OP_BATCHNORM), 0);
 	int c2 = find_node(g, "c2");
-	const float *w2 = tensor_f32(g->values[g->nodes[c2].inputs[1]].constant);
+	const float *w2 =
+	    tensor_f32(g->values[g->nodes[c2].inputs[1]].constant);
 	for (int i = 0; i < 4; i++)
 		assert_true(w2[i] == wv[i]);
 	graph_destroy(g);
@@ -613,14 +700,20 @@ static void fuses_resnet_and_mobilenet_chains(void **state)
 	/* ResNet basic block: conv-bn-relu, conv-bn, + x, relu */
 	int a = conv(g, "r.conv1", x, 8, 8, 3, 1, 1, 1);
 	a = unary(g, GRAPH_OP_RELU, "r.relu1", batchnorm(g, "r.bn1", a, 8));
-	int b = batchnorm(g, "r.bn2", conv(g, "r.conv2", a, 8, 8, 3, 1, 1, 1), 8);
-	int s = unary(g, GRAPH_OP_RELU, "r.relu2", binary(g, GRAPH_OP_ADD, "r.add", b, x));
-	/* MobileNetV2 inverted residual: expand-bn-relu6, dw-bn-relu6, proj-bn, + s */
+	int b =
+	    batchnorm(g, "r.bn2", conv(g, "r.conv2", a, 8, 8, 3, 1, 1, 1), 8);
+	int s = unary(g, GRAPH_OP_RELU, "r.relu2",
+	              binary(g, GRAPH_OP_ADD, "r.add", b, x));
+	/* MobileNetV2 inverted residual: expand-bn-relu6, dw-bn-relu6, proj-bn,
+	 * + s */
 	int e = unary(g, GRAPH_OP_CLIP, "m.clip1",
-		      batchnorm(g, "m.bn1", conv(g, "m.expand", s, 16, 8, 1, 1, 0, 1), 16));
-	int d = unary(g, GRAPH_OP_CLIP, "m.clip2",
-		      batchnorm(g, "m.bn2", conv(g, "m.dw", e, 16, 1, 3, 1, 1, 16), 16));
-	int p = batchnorm(g, "m.bn3", conv(g, "m.proj", d, 8, 16, 1, 1, 0, 1), 8);
+	              batchnorm(g, "m.bn1",
+	                        conv(g, "m.expand", s, 16, 8, 1, 1, 0, 1), 16));
+	int d = unary(
+	    g, GRAPH_OP_CLIP, "m.clip2",
+	    batchnorm(g, "m.bn2", conv(g, "m.dw", e, 16, 1, 3, 1, 1, 16), 16));
+	int p =
+	    batchnorm(g, "m.bn3", conv(g, "m.proj", d, 8, 16, 1, 1, 0, 1), 8);
 	int y = binary(g, GRAPH_OP_ADD, "m.add", s, p); /* residual first */
 	assert_int_equal(graph_add_output(g, y), DF_OK);
 	assert_int_equal(graph_finalize(g), DF_OK);
@@ -638,7 +731,8 @@ static void fuses_resnet_and_mobilenet_chains(void **state)
 	const graph_node *dw = &g->nodes[find_node(g, "m.dw")];
 	assert_int_equal(dw->n_postops, 1);
 	assert_int_equal(dw->postops[0].act, GRAPH_ACT_CLIP);
-	assert_true(dw->postops[0].alpha == 0.0f && dw->postops[0].beta == 6.0f);
+	assert_true(dw->postops[0].alpha == 0.0f &&
+	            dw->postops[0].beta == 6.0f);
 	assert_int_equal(dw->attr.conv.group, 16);
 	const graph_node *pr = &g->nodes[find_node(g, "m.proj")];
 	assert_int_equal(pr->n_postops, 1);
@@ -659,7 +753,8 @@ static void limits_postops_and_respects_other_consumers(void **state)
 	for (int i = 0; i < GRAPH_MAX_POSTOPS + 2; i++) {
 		char name[16];
 		snprintf(name, sizeof name, "act%d", i);
-		c = unary(g, i % 2 ? GRAPH_OP_SIGMOID : GRAPH_OP_LEAKYRELU, name, c);
+		c = unary(g, i % 2 ? GRAPH_OP_SIGMOID : GRAPH_OP_LEAKYRELU,
+		          name, c);
 	}
 	/* a second conv whose output is also a graph output: no fusion */
 	int c2 = conv(g, "conv2", c, 2, 2, 1, 1, 0, 1);
@@ -672,7 +767,8 @@ static void limits_postops_and_respects_other_consumers(void **state)
 	assert_int_equal(n->postops[0].act, GRAPH_ACT_LEAKYRELU);
 	assert_true(n->postops[0].alpha == 0.1f);
 	assert_int_equal(n->postops[1].act, GRAPH_ACT_SIGMOID);
-	assert_int_equal(count_op(g, GRAPH_OP_LEAKYRELU) + count_op(g, GRAPH_OP_SIGMOID), 2);
+	assert_int_equal(
+	    count_op(g, GRAPH_OP_LEAKYRELU) + count_op(g, GRAPH_OP_SIGMOID), 2);
 	assert_int_equal(g->nodes[find_node(g, "conv2")].n_postops, 0);
 	assert_int_equal(count_op(g, GRAPH_OP_RELU), 1);
 	graph_destroy(g);
@@ -689,7 +785,7 @@ static void folds_constants(void **state)
 	float k1[3] = {1, -2, 3}, k2[1] = {1}, k3[3] = {2, 2, -1};
 	int64_t d3 = 3, d1 = 1;
 	int a = binary(g, GRAPH_OP_ADD, "kadd", cst(g, "k1", 1, &d3, k1),
-		       cst(g, "k2", 1, &d1, k2));
+	               cst(g, "k2", 1, &d1, k2));
 	int m = binary(g, GRAPH_OP_MUL, "kmul", a, cst(g, "k3", 1, &d3, k3));
 	int rl = unary(g, GRAPH_OP_RELU, "krelu", m);
 	/* shape arithmetic: Concat([2], [3]) -> Reshape target */
@@ -755,15 +851,18 @@ static void sorts_nodes_added_out_of_order(void **state)
 	assert_int_equal(graph_create(&g), DF_OK);
 	int64_t xd[4] = {1, 2, 5, 5};
 	int x = val(g, "x", 4, xd, true);
-	int r = tmp(g, "r"), c2o = tmp(g, "c2o"), c1o = tmp(g, "c1o"), s = tmp(g, "s");
+	int r = tmp(g, "r"), c2o = tmp(g, "c2o"), c1o = tmp(g, "c1o"),
+	    s = tmp(g, "s");
 	int64_t wd[4] = {2, 2, 3, 3};
 	int w1 = cst(g, "w1", 4, wd, NULL), w2 = cst(g, "w2", 4, wd, NULL);
-	/* added backwards: relu(s), s = c1o + c2o, c2 = conv(x), c1 = conv(x) */
+	/* added backwards: relu(s), s = c1o + c2o, c2 = conv(x), c1 = conv(x)
+	 */
 	add(g, mk(GRAPH_OP_RELU, 1, &s, r), "relu");
 	int ain[2] = {c1o, c2o};
 	add(g, mk(GRAPH_OP_ADD, 2, ain, s), "add");
 	graph_node c2 = mk(GRAPH_OP_CONV, 2, (int[]){x, w2}, c2o);
-	c2.attr.conv.pads[0] = c2.attr.conv.pads[1] = c2.attr.conv.pads[2] = c2.attr.conv.pads[3] = 1;
+	c2.attr.conv.pads[0] = c2.attr.conv.pads[1] = c2.attr.conv.pads[2] =
+	    c2.attr.conv.pads[3] = 1;
 	add(g, c2, "c2");
 	graph_node c1 = c2;
 	c1.inputs[1] = w1;
@@ -789,15 +888,17 @@ static void clones_deeply(void **state)
 	assert_int_equal(graph_create(&g), DF_OK);
 	int64_t xd[4] = {1, 3, 8, 8};
 	int x = val(g, "x", 4, xd, true);
-	int a = unary(g, GRAPH_OP_RELU, "relu",
-		      batchnorm(g, "bn", conv(g, "conv", x, 4, 3, 3, 2, 1, 1), 4));
+	int a =
+	    unary(g, GRAPH_OP_RELU, "relu",
+	          batchnorm(g, "bn", conv(g, "conv", x, 4, 3, 3, 2, 1, 1), 4));
 	int64_t fcd[2] = {5, 64};
 	int fl = tmp(g, "flat");
 	graph_node fn = mk(GRAPH_OP_FLATTEN, 1, &a, fl);
 	fn.attr.axis.axis = 1;
 	add(g, fn, "flatten");
 	int y = tmp(g, "y");
-	graph_node gn = mk(GRAPH_OP_GEMM, 2, (int[]){fl, cst(g, "fcW", 2, fcd, NULL)}, y);
+	graph_node gn =
+	    mk(GRAPH_OP_GEMM, 2, (int[]){fl, cst(g, "fcW", 2, fcd, NULL)}, y);
 	gn.attr.gemm.trans_b = true;
 	add(g, gn, "fc");
 	assert_int_equal(graph_add_output(g, y), DF_OK);
@@ -811,10 +912,12 @@ static void clones_deeply(void **state)
 		assert_string_equal(c->values[v].name, g->values[v].name);
 		assert_ptr_not_equal(c->values[v].name, g->values[v].name);
 		if (g->values[v].constant) {
-			assert_ptr_not_equal(c->values[v].constant, g->values[v].constant);
-			assert_memory_equal(c->values[v].constant->data,
-					    g->values[v].constant->data,
-					    tensor_nbytes(g->values[v].constant));
+			assert_ptr_not_equal(c->values[v].constant,
+			                     g->values[v].constant);
+			assert_memory_equal(
+			    c->values[v].constant->data,
+			    g->values[v].constant->data,
+			    tensor_nbytes(g->values[v].constant));
 		}
 	}
 	int64_t macs = graph_total_macs(g);
@@ -884,19 +987,23 @@ static void rejects_inconsistent_graphs(void **state)
 	/* Conv weight has 4 input channels, input has 3 */
 	assert_int_equal(graph_create(&g), DF_OK);
 	int x = val(g, "x", 4, xd, true);
-	assert_int_equal(graph_add_output(g, conv(g, "convbad", x, 2, 4, 3, 1, 0, 1)), DF_OK);
+	assert_int_equal(
+	    graph_add_output(g, conv(g, "convbad", x, 2, 4, 3, 1, 0, 1)),
+	    DF_OK);
 	expect_fail(g, DF_EINVAL, "node 'convbad' (Conv)");
 
 	/* groups not dividing channels */
 	assert_int_equal(graph_create(&g), DF_OK);
 	x = val(g, "x", 4, xd, true);
-	assert_int_equal(graph_add_output(g, conv(g, "cg", x, 4, 1, 3, 1, 0, 2)), DF_OK);
+	assert_int_equal(
+	    graph_add_output(g, conv(g, "cg", x, 4, 1, 3, 1, 0, 2)), DF_OK);
 	expect_fail(g, DF_EINVAL, "group");
 
 	/* kernel larger than the padded input */
 	assert_int_equal(graph_create(&g), DF_OK);
 	x = val(g, "x", 4, xd, true);
-	assert_int_equal(graph_add_output(g, conv(g, "big", x, 2, 3, 11, 1, 1, 1)), DF_OK);
+	assert_int_equal(
+	    graph_add_output(g, conv(g, "big", x, 2, 3, 11, 1, 1, 1)), DF_OK);
 	expect_fail(g, DF_EINVAL, "exceeds");
 
 	/* 1-D convolution */
@@ -905,7 +1012,8 @@ static void rejects_inconsistent_graphs(void **state)
 	x = val(g, "x", 3, x3, true);
 	int64_t w3[3] = {2, 3, 3};
 	int o = tmp(g, "y");
-	add(g, mk(GRAPH_OP_CONV, 2, (int[]){x, cst(g, "w", 3, w3, NULL)}, o), "conv1d");
+	add(g, mk(GRAPH_OP_CONV, 2, (int[]){x, cst(g, "w", 3, w3, NULL)}, o),
+	    "conv1d");
 	assert_int_equal(graph_add_output(g, o), DF_OK);
 	expect_fail(g, DF_ENOTSUP, "conv1d");
 
@@ -913,7 +1021,7 @@ static void rejects_inconsistent_graphs(void **state)
 	assert_int_equal(graph_create(&g), DF_OK);
 	int64_t ad[2] = {2, 3}, bd[2] = {3, 2};
 	o = binary(g, GRAPH_OP_ADD, "addbad", val(g, "a", 2, ad, true),
-		   val(g, "b", 2, bd, true));
+	           val(g, "b", 2, bd, true));
 	assert_int_equal(graph_add_output(g, o), DF_OK);
 	expect_fail(g, DF_EINVAL, "broadcast");
 
@@ -921,7 +1029,9 @@ static void rejects_inconsistent_graphs(void **state)
 	assert_int_equal(graph_create(&g), DF_OK);
 	int64_t shp[2] = {4, -1};
 	o = tmp(g, "r");
-	add(g, mk(GRAPH_OP_RESHAPE, 2, (int[]){val(g, "a", 2, ad, true), cst_i64(g, "s", 2, shp)}, o),
+	add(g,
+	    mk(GRAPH_OP_RESHAPE, 2,
+	       (int[]){val(g, "a", 2, ad, true), cst_i64(g, "s", 2, shp)}, o),
 	    "reshapebad");
 	assert_int_equal(graph_add_output(g, o), DF_OK);
 	expect_fail(g, DF_EINVAL, "reshapebad");
@@ -929,7 +1039,9 @@ static void rejects_inconsistent_graphs(void **state)
 	/* Gemm with disagreeing K */
 	assert_int_equal(graph_create(&g), DF_OK);
 	o = tmp(g, "y");
-	graph_node gn = mk(GRAPH_OP_GEMM, 2, (int[]){val(g, "a", 2, ad, true), cst(g, "w", 2, ad, NULL)}, o);
+	graph_node gn =
+	    mk(GRAPH_OP_GEMM, 2,
+	       (int[]){val(g, "a", 2, ad, true), cst(g, "w", 2, ad, NULL)}, o);
 	add(g, gn, "gemmbad");
 	assert_int_equal(graph_add_output(g, o), DF_OK);
 	expect_fail(g, DF_EINVAL, "disagree on K");
@@ -937,7 +1049,9 @@ static void rejects_inconsistent_graphs(void **state)
 	/* Concat of mismatched shapes */
 	assert_int_equal(graph_create(&g), DF_OK);
 	o = tmp(g, "y");
-	graph_node cn = mk(GRAPH_OP_CONCAT, 2, (int[]){val(g, "a", 2, ad, true), val(g, "b", 2, bd, true)}, o);
+	graph_node cn =
+	    mk(GRAPH_OP_CONCAT, 2,
+	       (int[]){val(g, "a", 2, ad, true), val(g, "b", 2, bd, true)}, o);
 	add(g, cn, "catbad");
 	assert_int_equal(graph_add_output(g, o), DF_OK);
 	expect_fail(g, DF_EINVAL, "catbad");
@@ -961,14 +1075,16 @@ static void rejects_inconsistent_graphs(void **state)
 	/* a value that comes from nowhere */
 	assert_int_equal(graph_create(&g), DF_OK);
 	x = val(g, "x", 2, ad, false); /* not declared an input */
-	assert_int_equal(graph_add_output(g, unary(g, GRAPH_OP_RELU, "orphan", x)), DF_OK);
+	assert_int_equal(
+	    graph_add_output(g, unary(g, GRAPH_OP_RELU, "orphan", x)), DF_OK);
 	expect_fail(g, DF_EINVAL, "orphan");
 
 	/* a huge inferred shape */
 	assert_int_equal(graph_create(&g), DF_OK);
 	int64_t hd[2] = {1, 1 << 20};
 	int64_t hb[2] = {1 << 20, 1};
-	o = binary(g, GRAPH_OP_MUL, "huge", val(g, "a", 2, hd, true), val(g, "b", 2, hb, true));
+	o = binary(g, GRAPH_OP_MUL, "huge", val(g, "a", 2, hd, true),
+	           val(g, "b", 2, hb, true));
 	assert_int_equal(graph_add_output(g, o), DF_OK);
 	expect_fail(g, DF_ETOOBIG, "huge");
 
@@ -977,7 +1093,8 @@ static void rejects_inconsistent_graphs(void **state)
 	x = val(g, "x", 2, ad, true);
 	int64_t c3 = 3;
 	int bin[5] = {x, cst(g, "g", 1, &c3, NULL), cst(g, "b", 1, &c3, NULL),
-		      cst(g, "m", 1, &c3, NULL), cst(g, "v", 1, &c3, (float[]){1, -1, 1})};
+	              cst(g, "m", 1, &c3, NULL),
+	              cst(g, "v", 1, &c3, (float[]){1, -1, 1})};
 	o = tmp(g, "y");
 	add(g, mk(GRAPH_OP_BATCHNORM, 5, bin, o), "bnneg");
 	assert_int_equal(graph_add_output(g, o), DF_OK);
@@ -1005,7 +1122,8 @@ static void rejects_bad_building_calls(void **state)
 	assert_int_equal(graph_add_node(g, &nd, "r4", NULL), DF_EINVAL);
 	/* a constant as graph input; a value with a negative dim */
 	int64_t bad[2] = {2, -1};
-	assert_int_equal(graph_add_value(g, "neg", 2, bad, NULL, NULL), DF_EINVAL);
+	assert_int_equal(graph_add_value(g, "neg", 2, bad, NULL, NULL),
+	                 DF_EINVAL);
 	int k = cst(g, "k", 2, d, NULL);
 	assert_int_equal(graph_add_input(g, k), DF_EINVAL);
 	assert_int_equal(graph_add_input(g, x), DF_EINVAL); /* twice */
@@ -1027,7 +1145,8 @@ static void check_catches_broken_invariants(void **state)
 	int64_t ad[2] = {1, 3}, wd[2] = {2, 3};
 	int a = val(g, "A", 2, ad, true);
 	int y = tmp(g, "Y");
-	graph_node gn = mk(GRAPH_OP_GEMM, 2, (int[]){a, cst(g, "W", 2, wd, NULL)}, y);
+	graph_node gn =
+	    mk(GRAPH_OP_GEMM, 2, (int[]){a, cst(g, "W", 2, wd, NULL)}, y);
 	gn.attr.gemm.trans_b = true;
 	add(g, gn, "fc");
 	assert_int_equal(graph_add_output(g, y), DF_OK);
@@ -1042,7 +1161,8 @@ static void check_catches_broken_invariants(void **state)
 	assert_non_null(strstr(df_err_msg(), "fc"));
 	g->values[y].dims[1] = 2;
 	g->nodes[0].n_postops = 1;
-	g->nodes[0].postops[0] = (graph_postop){GRAPH_POSTOP_ADD, GRAPH_ACT_RELU, 0, 0, y};
+	g->nodes[0].postops[0] =
+	    (graph_postop){GRAPH_POSTOP_ADD, GRAPH_ACT_RELU, 0, 0, y};
 	assert_int_equal(graph_check(g), DF_EINVAL);
 	g->nodes[0].n_postops = 0;
 	assert_int_equal(graph_check(g), DF_OK);
@@ -1052,25 +1172,27 @@ static void check_catches_broken_invariants(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(infers_conv_shapes),
-		cmocka_unit_test(infers_pool_shapes_with_ceil_mode),
-		cmocka_unit_test(infers_gemm_matmul_broadcast_concat_flatten_reshape),
-		cmocka_unit_test(canonicalizes_gemm),
-		cmocka_unit_test(turns_matmul_with_constant_into_gemm),
-		cmocka_unit_test(folds_batchnorm_into_conv_numerically),
-		cmocka_unit_test(keeps_batchnorm_when_conv_output_is_shared),
-		cmocka_unit_test(folds_batchnorm_without_touching_shared_weights),
-		cmocka_unit_test(fuses_resnet_and_mobilenet_chains),
-		cmocka_unit_test(limits_postops_and_respects_other_consumers),
-		cmocka_unit_test(folds_constants),
-		cmocka_unit_test(fold_node_evaluates_one_node),
-		cmocka_unit_test(sorts_nodes_added_out_of_order),
-		cmocka_unit_test(clones_deeply),
-		cmocka_unit_test(counts_macs_params_and_bytes),
-		cmocka_unit_test(removes_dead_nodes_and_values),
-		cmocka_unit_test(rejects_inconsistent_graphs),
-		cmocka_unit_test(rejects_bad_building_calls),
-		cmocka_unit_test(check_catches_broken_invariants),
+	    cmocka_unit_test(infers_conv_shapes),
+	    cmocka_unit_test(infers_pool_shapes_with_ceil_mode),
+	    cmocka_unit_test(
+	        infers_gemm_matmul_broadcast_concat_flatten_reshape),
+	    cmocka_unit_test(canonicalizes_gemm),
+	    cmocka_unit_test(turns_matmul_with_constant_into_gemm),
+	    cmocka_unit_test(folds_batchnorm_into_conv_numerically),
+	    cmocka_unit_test(folds_batchnorm_into_gemm_numerically),
+	    cmocka_unit_test(keeps_batchnorm_when_conv_output_is_shared),
+	    cmocka_unit_test(folds_batchnorm_without_touching_shared_weights),
+	    cmocka_unit_test(fuses_resnet_and_mobilenet_chains),
+	    cmocka_unit_test(limits_postops_and_respects_other_consumers),
+	    cmocka_unit_test(folds_constants),
+	    cmocka_unit_test(fold_node_evaluates_one_node),
+	    cmocka_unit_test(sorts_nodes_added_out_of_order),
+	    cmocka_unit_test(clones_deeply),
+	    cmocka_unit_test(counts_macs_params_and_bytes),
+	    cmocka_unit_test(removes_dead_nodes_and_values),
+	    cmocka_unit_test(rejects_inconsistent_graphs),
+	    cmocka_unit_test(rejects_bad_building_calls),
+	    cmocka_unit_test(check_catches_broken_invariants),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

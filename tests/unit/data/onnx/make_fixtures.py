@@ -12,7 +12,12 @@ Outputs, next to this script (all committed, so tests need no python):
   torch_*_{input,output}.npy   a fixed input and torch's output for it;
   expected.json  per valid model: output shapes, from onnx shape inference,
                  or from torch running the same op where shape inference
-                 and torch differ (pooling with ceil_mode).
+                 and torch differ (pooling with ceil_mode); and for those
+                 with a reference ("ref": true) the files
+  ref/<model>.in<i>.npy, ref/<model>.out<i>.npy  random inputs and the
+                 outputs numpy/torch compute for them, written
+                 independently of the model file, to hold the importer's
+                 reading of each op's attributes against.
 Weights are random with fixed seeds; rerunning gives the same files.
 """
 import json
@@ -21,6 +26,7 @@ import os
 import numpy as np
 import onnx
 import torch
+import torch.nn.functional as Fn
 from onnx import TensorProto as TP
 from onnx import helper as H
 from onnx import numpy_helper as NH
@@ -296,7 +302,8 @@ for opset in (11, 13):
     inits = [] if opset < 13 else [init("axes0", np.array([0], np.int64))]
     model("ok_shape_chain_o%d" % opset,
           [node("Shape", ["x"], ["shape"], name="shape"),
-           node("Constant", [], ["zero"], value=NH.from_array(np.array(0, np.int64))),
+           node("Constant", [], ["zero"], value=NH.from_array(np.array(0, np.int64)))
+           if opset < 13 else node("Constant", [], ["zero"], value_int=0),
            node("Gather", ["shape", "zero"], ["n"], name="gather", axis=0),
            node("Unsqueeze", ["n"] + axes_in, ["n1"], name="unsq", **axes_attr),
            node("Constant", [], ["m1"], value=NH.from_array(np.array([-1], np.int64))),
@@ -425,6 +432,108 @@ m.CopyFrom(onnx.load(os.path.join(HERE, "ok_activations.onnx")))
 del m.opset_import[:]
 with open(os.path.join(HERE, "bad_no_opset.onnx"), "wb") as f:
     f.write(m.SerializeToString())
+
+# ---- numerical references ---------------------------------------------------
+
+def T(a):
+    return torch.from_numpy(np.array(a))
+
+
+def softmax(x, axis):
+    e = np.exp(x - x.max(axis, keepdims=True))
+    return e / e.sum(axis, keepdims=True)
+
+
+def bn(x, i, eps=1e-5):
+    s = i["scale"] / np.sqrt(i["var"] + eps)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    return x * s.reshape(shape) + (i["bias"] - i["mean"] * s).reshape(shape)
+
+
+def activations(x):
+    a = np.maximum(x, 0)
+    b = np.where(a >= 0, a, 0.2 * a)
+    return 1 / (1 + np.exp(-b))
+
+
+def avg_same_upper(x):
+    """3x3/2 average with SAME_UPPER padding (top 0, bottom 1, left 1,
+    right 1 for 6x5), the padding not counted."""
+    pad = (1, 1, 0, 1)
+    total = Fn.avg_pool2d(Fn.pad(T(x), pad), 3, 2) * 9
+    count = Fn.avg_pool2d(Fn.pad(torch.ones(x.shape), pad), 3, 2) * 9
+    return total / count
+
+
+def inits_of(name):
+    m = onnx.load(os.path.join(HERE, name + ".onnx"), load_external_data=False)
+    return {t.name: NH.to_array(t) for t in m.graph.initializer}
+
+
+# model -> function(inputs, initializers) -> list of outputs
+REFS = {
+    "ok_conv_raw": lambda x, i: [Fn.conv2d(T(x[0]), T(i["W"]), T(i["B"]), padding=1)],
+    "ok_conv_same_upper": lambda x, i: [Fn.conv2d(Fn.pad(T(x[0]), (0, 1, 0, 1)), T(i["W"]),
+                                                  stride=(2, 1), groups=4)],
+    "ok_conv_same_lower": lambda x, i: [Fn.conv2d(Fn.pad(T(x[0]), (1, 0, 1, 0)), T(i["W"]),
+                                                  stride=(2, 1), groups=4)],
+    "ok_conv_valid": lambda x, i: [Fn.conv2d(T(x[0]), T(i["W"]), stride=(2, 1), groups=4)],
+    "ok_conv_dilated_group": lambda x, i: [Fn.conv2d(
+        Fn.pad(T(x[0]), (1, 1, 2, 2)), T(i["W"]), T(i["B"]), stride=(1, 2), dilation=2,
+        groups=2)],
+    "ok_conv_bn_o9": lambda x, i: [bn(Fn.conv2d(T(x[0]), T(i["W"])).numpy(), i, 1e-3)],
+    "ok_conv_bn_o15": lambda x, i: [bn(Fn.conv2d(T(x[0]), T(i["W"])).numpy(), i, 1e-3)],
+    "ok_bn_alone_o15": lambda x, i: [bn(np.maximum(x[0], 0), i)],
+    "ok_gemm_transb": lambda x, i: [0.5 * x[0] @ i["B"].T + 2 * i["C"]],
+    "ok_gemm_transa_row_c": lambda x, i: [x[0].T @ i["B"] + i["C"]],
+    "ok_gemm_full_c": lambda x, i: [x[0] @ i["B"] + i["C"]],
+    "ok_gemm_no_c": lambda x, i: [x[0] @ i["B"].T],
+    "ok_gemm_computed_b": lambda x, i: [2 * x[0] @ x[1] + i["C"]],
+    "ok_matmul": lambda x, i: [x[0] @ i["B"], x[1] @ i["B3"], x[1] @ x[2]],
+    "ok_activations": lambda x, i: [activations(x[0])],
+    "ok_clip_attr_o10": lambda x, i: [np.clip(x[0], 0, 6)],
+    "ok_clip_max_only_o13": lambda x, i: [np.minimum(x[0], 1.5)],
+    "ok_conv_relu6_o13": lambda x, i: [np.clip(Fn.conv2d(T(x[0]), T(i["W"])).numpy(), 0, 6)],
+    "ok_maxpool_ceil_o10": lambda x, i: [Fn.max_pool2d(T(x[0]), 3, 2, ceil_mode=True)],
+    "ok_maxpool_pads_dilations_o12": lambda x, i: [Fn.max_pool2d(T(x[0]), 2, 2, 1, 2,
+                                                                 ceil_mode=True)],
+    "ok_avgpool_ceil_pads_o11": lambda x, i: [Fn.avg_pool2d(T(x[0]), 2, 2, 1, ceil_mode=True,
+                                                            count_include_pad=True)],
+    "ok_avgpool_same_upper_o7": lambda x, i: [avg_same_upper(x[0])],
+    "ok_gap": lambda x, i: [x[0].mean((2, 3), keepdims=True)],
+    "ok_add_mul_broadcast": lambda x, i: [(x[0] + i["k"]) * i["s"] + x[0]],
+    "ok_concat_flatten_o11": lambda x, i: [np.concatenate(
+        [np.concatenate([x[0], x[1]], 1).reshape(6, 3)] * 2, 1)],
+    "ok_reshape_zero_minus1": lambda x, i: [x[0].reshape(1, 12, 2)],
+    "ok_identity": lambda x, i: [x[0] @ i["W"]],
+    "ok_dropout_o13": lambda x, i: [np.maximum(x[0], 0)],
+    "ok_softmax_3d_o11": lambda x, i: [softmax(x[0].reshape(2, 12), 1).reshape(2, 3, 4)],
+    "ok_softmax_3d_o13": lambda x, i: [softmax(x[0], 2)],
+    "ok_constant_scalars_o12": lambda x, i: [
+        (x[0] * 2.5 + np.array([1, 2, 3], np.float32)).reshape(3, 2)],
+    "ok_shape_chain_o13": lambda x, i: [x[0].reshape(1, 24)],
+    "ok_squeeze_unsqueeze_computed_o13": lambda x, i: [
+        x[0].mean((2, 3)).reshape(1, 4, 1)],
+}
+os.makedirs(os.path.join(HERE, "ref"), exist_ok=True)
+for name, fn in sorted(REFS.items()):
+    m = onnx.load(os.path.join(HERE, name + ".onnx"))
+    rng = np.random.default_rng(3)
+    xs = []
+    for k, v in enumerate(m.graph.input):
+        if v.name in {t.name for t in m.graph.initializer}:
+            continue
+        shape = [d.dim_value or 1 for d in v.type.tensor_type.shape.dim]
+        xs.append(rng.standard_normal(shape).astype(np.float32))
+        np.save(os.path.join(HERE, "ref", "%s.in%d.npy" % (name, len(xs) - 1)), xs[-1])
+    with torch.no_grad():
+        ys = fn(xs, inits_of(name))
+    for k, y in enumerate(ys):
+        y = y.numpy() if isinstance(y, torch.Tensor) else y
+        assert list(y.shape) == EXPECTED[name]["outputs"][k], (name, y.shape)
+        np.save(os.path.join(HERE, "ref", "%s.out%d.npy" % (name, k)),
+                np.ascontiguousarray(y, dtype=np.float32))
+    EXPECTED[name]["ref"] = True
 
 # ---- torch-exported models -------------------------------------------------
 
