@@ -26,6 +26,7 @@
 #include <microhttpd.h>
 
 #include "log.h"
+#include "sha256.h"
 
 #define METHODS_MAX 128 /* bytes of an Allow header value */
 /* Body bytes read and dropped past the cap before giving up on a clean 413
@@ -39,7 +40,7 @@ struct http_server {
 	void *ctx;
 	size_t max_body;
 	int port;
-	char name[32];
+	char name[32];         /* "tag: " for log lines, or "" */
 };
 
 typedef struct req_state {
@@ -112,17 +113,17 @@ bool http_request_bearer_is(const http_request *req, const char *token)
 	const char *given = h + 7;
 	while (*given == ' ')
 		given++;
-	size_t a = strlen(given), b = strlen(token);
-	/* Compare over the longer length so the time does not depend on
-	 * where the first difference is; a length mismatch still fails. */
-	size_t n = a > b ? a : b;
-	unsigned char diff = (unsigned char)(a != b);
-	for (size_t i = 0; i < n; i++) {
-		unsigned char x = i < a ? (unsigned char)given[i] : 0;
-		unsigned char y = i < b ? (unsigned char)token[i] : 0;
-		diff |= (unsigned char)(x ^ y);
-	}
-	return diff == 0 && b > 0;
+	if (!*token)
+		return false;
+	/* Compare digests, so that neither the position of the first
+	 * difference nor the lengths show in the time taken. */
+	uint8_t a[SHA256_DIGEST_LEN], b[SHA256_DIGEST_LEN];
+	sha256_buf(given, strlen(given), a);
+	sha256_buf(token, strlen(token), b);
+	unsigned char diff = 0;
+	for (size_t i = 0; i < SHA256_DIGEST_LEN; i++)
+		diff |= (unsigned char)(a[i] ^ b[i]);
+	return diff == 0;
 }
 
 /* ---- replies ------------------------------------------------------------ */
@@ -427,11 +428,11 @@ static void on_completed(void *cls, struct MHD_Connection *conn,
 	if (!st)
 		return;
 	if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
-		log_debug("%s: %s %s -> %d (%.1f ms)", s->name, st->req.method,
+		log_debug("%s%s %s -> %d (%.1f ms)", s->name, st->req.method,
 			  st->req.path ? st->req.path : "?", st->status,
 			  ms_since(&st->t0));
 	else
-		log_debug("%s: %s %s terminated early (code %d, status %d, %.1f ms)",
+		log_debug("%s%s %s terminated early (code %d, status %d, %.1f ms)",
 			  s->name, st->req.method,
 			  st->req.path ? st->req.path : "?", (int)toe, st->status,
 			  ms_since(&st->t0));
@@ -506,7 +507,10 @@ static enum MHD_Result begin(http_server *s, struct MHD_Connection *conn,
 		errno = 0;
 		char *end = NULL;
 		unsigned long long v = strtoull(cl, &end, 10);
-		if (end == cl || *end != '\0' || errno == ERANGE || v > st->limit) {
+		if (end == cl || *end != '\0' || cl[0] == '-')
+			return queue_error(conn, st, 400, "bad_request",
+					   "Content-Length is not a number");
+		if (errno == ERANGE || v > st->limit) {
 			char msg[128];
 			snprintf(msg, sizeof msg, "request body is larger than %zu bytes",
 				 st->limit);
@@ -535,6 +539,8 @@ static bool append(req_state *st, const char *data, size_t n, int *status)
 		size_t want = st->cap ? st->cap : 64 * 1024;
 		while (want < st->len + n)
 			want = want > st->limit / 2 ? st->limit : want * 2;
+		if (want > st->limit)
+			want = st->limit; /* still >= len + n, which is <= limit */
 		unsigned char *b = realloc(st->body, want + 1);
 		if (!b) {
 			*status = 503;
@@ -573,7 +579,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn,
 			 * for its end, unless the rest is too long to wait. */
 			st->discarded += n;
 			if (st->discarded > DISCARD_MAX) {
-				log_debug("%s: %s %s: body over %zu bytes, closing", s->name,
+				log_debug("%s%s %s: body over %zu bytes, closing", s->name,
 					  method, url, st->limit);
 				return MHD_NO;
 			}
@@ -609,7 +615,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn,
 	if (res.drop && !err) {
 		response_clear(&res);
 		st->status = 0;
-		log_debug("%s: %s %s: dropping the connection", s->name, method, url);
+		log_debug("%s%s %s: dropping the connection", s->name, method, url);
 		return MHD_NO;
 	}
 	if (!err && res.status == 0)
@@ -624,7 +630,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn,
 			return MHD_NO;
 		}
 		if (res.status >= 500)
-			log_warn("%s: %s %s -> %d: %s", s->name, method, url, res.status,
+			log_warn("%s%s %s -> %d: %s", s->name, method, url, res.status,
 				 msg[0] ? msg : df_err_str(err));
 	}
 	return queue(conn, st, &res);
@@ -638,7 +644,7 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 	size_t n = strlen(buf);
 	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
 		buf[--n] = '\0';
-	log_warn("%s: libmicrohttpd: %s", s->name, buf);
+	log_warn("%slibmicrohttpd: %s", s->name, buf);
 }
 
 /* ---- lifecycle ---------------------------------------------------------- */
@@ -686,7 +692,8 @@ df_err http_server_create(const http_server_config *cfg,
 	s->n_routes = n_routes;
 	s->ctx = ctx;
 	s->max_body = cfg->max_body ? cfg->max_body : HTTP_DEFAULT_MAX_BODY;
-	snprintf(s->name, sizeof s->name, "%s", cfg->name ? cfg->name : "http");
+	if (cfg->name && *cfg->name)
+		snprintf(s->name, sizeof s->name, "%.29s: ", cfg->name);
 	unsigned conns = cfg->max_connections ? cfg->max_connections
 					      : HTTP_DEFAULT_MAX_CONNECTIONS;
 	unsigned timeout = cfg->timeout_s ? cfg->timeout_s : HTTP_DEFAULT_TIMEOUT_S;
@@ -703,6 +710,9 @@ df_err http_server_create(const http_server_config *cfg,
 		{MHD_OPTION_CONNECTION_LIMIT, (intptr_t)conns, NULL},
 		{MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)timeout, NULL},
 		{MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, s},
+		/* Strict HTTP parsing (e.g. HTTP/1.1 without Host is 400):
+		 * every client of ours is libcurl or a browser. */
+		{MHD_OPTION_STRICT_FOR_CLIENT, 1, NULL},
 		{pool ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,
 		 (intptr_t)pool, NULL},
 		{MHD_OPTION_END, 0, NULL},

@@ -12,10 +12,14 @@
  *
  * Bodies: the whole body is read into memory before the handler runs (so
  * a handler always sees complete input). A body above the cap (the route's
- * max_body, or the server's) is answered 413 without buffering it: at once
- * when Content-Length says so, otherwise as soon as the streamed (chunked)
- * body crosses the cap; the connection is then closed. Malformed requests
- * are answered 400 by libmicrohttpd itself.
+ * max_body, or the server's) never reaches the handler and is not
+ * buffered: with a Content-Length above the cap the 413 goes out at once,
+ * before any body byte is read, and the connection is closed after it. A
+ * streamed (chunked) body is dropped from the moment it crosses the cap;
+ * libmicrohttpd cannot reply in the middle of a body, so the 413 is sent
+ * when the body ends, or the connection is closed without a reply if more
+ * than 4 MiB past the cap arrive. Malformed requests (bad request line or
+ * headers) are answered 400 by libmicrohttpd itself, with its own body.
  *
  * Threads: with cfg.threads == 0 each connection gets its own thread
  * (handlers may block: a gateway request waiting for workers, a worker
@@ -57,7 +61,7 @@ typedef struct http_server_config {
 	int threads;               /* 0 = thread per connection, >0 = pool */
 	unsigned max_connections;  /* concurrent connections; 0 = default */
 	unsigned timeout_s;        /* idle connection timeout; 0 = default */
-	const char *name;          /* log tag ("worker"); may be NULL */
+	const char *name;          /* tag before log lines, or NULL */
 } http_server_config;
 
 /* A request as a handler sees it. All borrowed. */

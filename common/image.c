@@ -95,7 +95,8 @@ static df_err check_pixels(const char *fmt, uint64_t w, uint64_t h,
 	if (w == 0 || h == 0)
 		return df_errf(DF_EINVAL, "%s: image has zero width or height",
 			       fmt);
-	if (w > INT_MAX || h > INT_MAX || w * h > max_pixels)
+	if (w > INT_MAX || h > INT_MAX || w * h > max_pixels ||
+	    w * h > SIZE_MAX / 8)
 		return df_errf(DF_ETOOBIG,
 			       "%s: %llux%llu image is above the limit of %zu "
 			       "pixels",

@@ -495,8 +495,8 @@ static df_err migrate(store *s, const char *path)
 	long v = strtol(buf, NULL, 10);
 	if (v < 0 || v > SCHEMA_VERSION) {
 		err = df_errf(DF_ENOTSUP,
-			      "store: %s has schema version %ld, newer than the %d this build knows; "
-			      "refusing to open it (written by a newer dicefleet?)",
+			      "store: %s has schema version %ld but this build knows versions up to %d; "
+			      "refusing to open it (was it written by a newer dicefleet?)",
 			      path, v, SCHEMA_VERSION);
 		goto out;
 	}
@@ -693,6 +693,8 @@ static df_err check_health(const char *state, int64_t last_seen,
 
 df_err store_device_upsert(store *s, const store_device *d, bool *created)
 {
+	if (!d)
+		return df_errf(DF_EINVAL, "store: no device");
 	df_err err = check_text(d->id, "device id", STORE_ID_MAX, true);
 	if (!err)
 		err = check_text(d->url, "device url", STORE_URL_MAX, true);

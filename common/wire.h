@@ -8,60 +8,66 @@
  *
  * FRAME - one tensor, or one channel slice of a tensor
  *
- *   off        size      field
- *   0          4         magic "DFW1" (0x44 0x46 0x57 0x31)
- *   4          2         version        = 1 (WIRE_VERSION)
- *   6          2         dtype          0 = f32 (IEEE 754 binary32),
- *                                       1 = f16 (IEEE 754 binary16)
- *   8          2         flags          = 0 (every bit reserved)
- *   10         2         ndim           0..8 (TENSOR_MAX_DIMS)
- *   12         2         channel_axis   0..ndim-1, or 0xFFFF = whole tensor
- *   14         2         reserved       = 0
- *   16         4         channels_total channels of the full tensor along
- *                                       channel_axis (0 for a whole tensor)
- *   20         4         n_channels     = dims[channel_axis] (0 for whole)
- *   24         8*ndim    dims[ndim]     each <= 2^63-1
- *   D=24+8*ndim 4*n_channels ids[n]     channel ids of this slice in order:
- *                                       each < channels_total and
- *                                       < 2^31, pairwise distinct
- *   P=D+4*n    8         payload_len    = product(dims) * (4 or 2)
- *   P+8        payload_len payload      elements in row-major (C) order,
- *                                       each little-endian
- *   P+8+len    4         crc32c         CRC-32C of bytes [0, P+8+len)
- *   total frame size = P + 12 + payload_len
+ *   offset            size          field
+ *   0                 4             magic "DFW1" (0x44 0x46 0x57 0x31)
+ *   4                 2             version = 1 (WIRE_VERSION)
+ *   6                 2             dtype: 0 = f32 (IEEE 754 binary32),
+ *                                          1 = f16 (IEEE 754 binary16)
+ *   8                 2             flags = 0 (every bit reserved)
+ *   10                2             ndim: 0..8 (TENSOR_MAX_DIMS)
+ *   12                2             channel_axis: 0..ndim-1, or 0xFFFF for
+ *                                   a whole tensor
+ *   14                2             reserved = 0
+ *   16                4             channels_total: size of the full tensor
+ *                                   along channel_axis (0 for whole)
+ *   20                4             n_channels = dims[channel_axis]
+ *                                   (0 for whole)
+ *   24                8*ndim        dims[ndim], each <= 2^63-1
+ *   D = 24+8*ndim     4*n_channels  ids[n_channels]: the slice's channel
+ *                                   ids in order, each < channels_total
+ *                                   and < 2^31, pairwise distinct
+ *   P = D+4*n_channels 8            payload_len = product(dims) * 4 (f32)
+ *                                   or * 2 (f16)
+ *   P+8               payload_len   payload: elements in row-major (C)
+ *                                   order, each little-endian
+ *   C = P+8+payload_len 4           crc32c: CRC-32C of bytes [0, C)
+ *   frame size = C + 4
  *
  *   Slice i along channel_axis of the payload is channel ids[i] of the full
  *   tensor, whose shape is dims with dims[channel_axis] = channels_total.
  *   The decoded tensor must fit TENSOR_MAX_BYTES as f32. A whole tensor
  *   (channel_axis 0xFFFF) has channels_total = n_channels = 0; a scalar
- *   (ndim 0) is always whole. f16 values are rounded to nearest-even on
- *   encode (overflow gives infinity; NaN stays NaN) and widened exactly on
- *   decode, so a parsed frame always holds an f32 tensor.
+ *   (ndim 0) is always whole. f16 values are rounded to nearest, ties to
+ *   even, on encode (overflow gives infinity; NaN stays NaN, made quiet)
+ *   and widened exactly on decode, so a parsed frame always holds an f32
+ *   tensor.
  *
  * MESSAGE - a stage call or its answer: an envelope, then frames
  *
- *   off        size      field
- *   0          4         magic "DFM1" (0x44 0x46 0x4D 0x31)
- *   4          2         version        = 1 (WIRE_MSG_VERSION)
- *   6          2         kind           1 = stage request, 2 = stage response
- *   8          8         request_id
- *   16         8         partition_version
- *   24         4         stage          stage index in the model
- *   28         4         n_frames       0..64 (WIRE_MAX_FRAMES)
- *   32         4         n_neurons      count of neuron ids below
- *   36         2         model_len      1..255 (WIRE_MAX_MODEL_NAME)
- *   38         2         reserved       = 0
- *   40         model_len model          model name, bytes 0x01..0xFF (no NUL)
- *   M=40+model_len 4*n_neurons neurons[] neuron ids (output channels of the
- *                                       stage), each < 2^31, pairwise
- *                                       distinct. Request: the neurons the
- *                                       worker must compute, in the order of
- *                                       its output slice. Response: by
- *                                       convention empty (the output frames'
- *                                       channel ids say what was computed).
- *   E=M+4*n    4         crc32c         CRC-32C of bytes [0, E)
- *   E+4        ...       n_frames FRAMEs, back to back; the message ends
- *                                       exactly after the last one
+ *   offset            size          field
+ *   0                 4             magic "DFM1" (0x44 0x46 0x4D 0x31)
+ *   4                 2             version = 1 (WIRE_MSG_VERSION)
+ *   6                 2             kind: 1 = stage request,
+ *                                         2 = stage response
+ *   8                 8             request_id
+ *   16                8             partition_version
+ *   24                4             stage: stage index in the model
+ *   28                4             n_frames: 0..64 (WIRE_MAX_FRAMES)
+ *   32                4             n_neurons
+ *   36                2             model_len: 1..255 (WIRE_MAX_MODEL_NAME)
+ *   38                2             reserved = 0
+ *   40                model_len     model name, no NUL byte
+ *   M = 40+model_len  4*n_neurons   neurons[n_neurons]: neuron ids (output
+ *                                   channels of the stage), each < 2^31,
+ *                                   pairwise distinct. Request: the
+ *                                   neurons the worker must compute, in
+ *                                   the order of its output slice.
+ *                                   Response: empty by convention (the
+ *                                   output frames' ids say what was
+ *                                   computed).
+ *   E = M+4*n_neurons 4             crc32c: CRC-32C of bytes [0, E)
+ *   E+4               ...           n_frames FRAMEs back to back; the
+ *                                   message ends exactly after the last
  *
  *   Frame order is the stage's input order: in a request, frame 0 is the
  *   stage input (whole) and frames 1.. the side inputs sliced to the
@@ -69,7 +75,7 @@
  *
  * Parse errors: DF_EINVAL for malformed structure (bad magic, truncation,
  * nonzero reserved fields, length mismatches, trailing bytes), DF_ENOTSUP
- * for an unknown version, dtype or flag, DF_ETOOBIG for shapes beyond
+ * for an unknown version, dtype, flag or kind, DF_ETOOBIG for shapes beyond
  * TENSOR_MAX_BYTES or counts beyond the limits above, DF_ERANGE for bad
  * channel or neuron ids, DF_ECORRUPT for a checksum mismatch. The detail
  * message (df_err_msg()) names the field and, where useful, its offset.

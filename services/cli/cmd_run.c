@@ -79,11 +79,7 @@ static void run_usage(const config *c, FILE *f)
 
 static void fail(const char *what)
 {
-	const char *msg = df_err_msg();
-	if (msg[0])
-		fprintf(stderr, "dicefleet run: %s: %s\n", what, msg);
-	else
-		fprintf(stderr, "dicefleet run: %s\n", what);
+	cli_fail("run", what);
 }
 
 /* Binds the --input specs to graph inputs. On success inputs[i] holds the
@@ -368,28 +364,17 @@ out:
 
 int cmd_run_main(int argc, char **argv)
 {
-	int rc = CLI_FAIL;
 	config *c = NULL;
 	graph *g = NULL;
 	engine *e = NULL;
 	tensor **inputs = NULL, **outputs = NULL;
 	engine_kind kind;
 
-	if (config_create(run_opts, sizeof run_opts / sizeof run_opts[0], &c)) {
-		fail("config");
-		goto out;
-	}
-	if (config_load_env(c) || config_parse_args(c, argc, argv, 1)) {
-		fail("usage");
-		fprintf(stderr, "(see dicefleet run --help)\n");
-		rc = CLI_USAGE;
-		goto out;
-	}
-	if (config_bool(c, "help")) {
-		run_usage(c, stdout);
-		rc = CLI_OK;
-		goto out;
-	}
+	int rc = cli_parse("run", run_opts, sizeof run_opts / sizeof run_opts[0],
+			   run_usage, argc, argv, &c);
+	if (rc >= 0)
+		return rc;
+	rc = CLI_FAIL;
 	if (config_positional_count(c) != 1) {
 		fprintf(stderr, "dicefleet run: expected one MODEL.onnx, got %zu "
 				"positional arguments (see --help)\n",

@@ -7,12 +7,13 @@
 # When the shipped models exist (models/<name>/model.json): each is
 # evaluated on all 10,000 test images and must match the accuracy its
 # model.json reports within 0.001, and each PNG in models/samples must get
-# the top-1 class of models/samples/expected.json.
+# the top-1 class of models/samples/expected.json. DF_MODELS_DIR overrides
+# the models directory.
 . "$(dirname "$0")/lib.sh"
 
 PY=/usr/bin/python3
 TINY="$DF_SOURCE_DIR/tests/integration/data/eval_tiny"
-MODELS="$DF_SOURCE_DIR/models"
+MODELS=${DF_MODELS_DIR:-$DF_SOURCE_DIR/models}
 DATA_DIR=${DICEFLEET_DATA_DIR:-/usr/share/datasets/fashion-mnist}
 
 # check_eval_json FILE IMAGES TOLERANCE DESC: FILE holds exactly one JSON
@@ -48,12 +49,13 @@ EOF
 }
 
 # check_classify OUT EXPECTED_JSON MODEL_NAME DESC: every line of OUT
-# whose image is in expected.json[MODEL_NAME] has its top-1 class, and every
+# whose image is in expected.json[MODEL_NAME] has its top-1 class (and, where
+# reference logits are given, their softmax scores within 1e-3), and every
 # expected image was classified.
 check_classify() {
 	local msg
 	if msg=$("$PY" - "$1" "$2" "$3" 2>&1 <<'EOF'
-import json, os, sys
+import json, math, os, sys
 out, exp_path, name = sys.argv[1:4]
 expected = json.load(open(exp_path))[name]
 seen = {}
@@ -72,6 +74,14 @@ for f, e in sorted(expected.items()):
     s = [p["score"] for p in r["predictions"]]
     if s != sorted(s, reverse=True) or not 0 < s[0] <= 1:
         bad.append("%s: scores %r" % (f, s))
+    if "logits" in e:  # softmax of the reference logits (rounded to 1e-4)
+        m = max(e["logits"])
+        ex = [math.exp(v - m) for v in e["logits"]]
+        for p in r["predictions"]:
+            want_p = ex[p["index"]] / sum(ex)
+            if abs(p["score"] - want_p) > 1e-3:
+                bad.append("%s: class %d score %.5f, reference %.5f" % (
+                    f, p["index"], p["score"], want_p))
 if bad:
     sys.exit("; ".join(bad))
 EOF
@@ -134,6 +144,16 @@ a, b = (json.loads(open(p).read()) for p in sys.argv[1:3])
 sys.exit(abs(a["correct"] - b["correct"]) > 1)
 EOF
 then pass "ref and dnnl agree on the first 2000 images"; else fail "ref and dnnl disagree: $(cat "$TEST_TMP/out" "$TEST_TMP/dnnl2000.json")"; fi
+
+# Workers split the images; the count must not depend on how many.
+expect_status 0 "eval eval_tiny --threads 1" "$DICEFLEET" eval "$TINY" --threads 1 --limit 3000
+expect_grep '"threads":1' "$TEST_TMP/out" "eval reports one worker"
+sed 's/.*"correct":\([0-9]*\).*/\1/' "$TEST_TMP/out" >"$TEST_TMP/c1"
+expect_status 0 "eval eval_tiny --threads 3" "$DICEFLEET" eval "$TINY" --threads 3 --limit 3000
+expect_grep '"threads":3' "$TEST_TMP/out" "eval reports three workers"
+sed 's/.*"correct":\([0-9]*\).*/\1/' "$TEST_TMP/out" >"$TEST_TMP/c3"
+if cmp -s "$TEST_TMP/c1" "$TEST_TMP/c3"; then pass "1 and 3 workers count the same correct answers"
+else fail "1 worker: $(cat "$TEST_TMP/c1"), 3 workers: $(cat "$TEST_TMP/c3")"; fi
 
 expect_status 0 "classify eval_tiny samples" "$DICEFLEET" classify "$TINY" \
 	"$TINY"/samples/*.png "$TINY"/samples/*.jpg --top-k 3

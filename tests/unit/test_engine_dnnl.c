@@ -343,6 +343,46 @@ static void conv_odd_shapes(void **state)
 	}
 }
 
+/* Shapes where the engine asks for Winograd (3x3, stride 1, >= 64
+ * channels, output >= 14x14), with odd sizes, asymmetric pads and a fused
+ * residual add; each is big enough to run on several threads. */
+static void conv_winograd_shapes(void **state)
+{
+	(void)state;
+	static const graph_postop relu = {GRAPH_POSTOP_ACT, GRAPH_ACT_RELU, 0, 0, -1};
+	static const struct {
+		int64_t c, h, w;
+		conv_spec s;
+		bool add;
+	} cases[] = {
+		{64, 28, 28, {64, 3, 3, 1, 1, 1, 1, {1, 1, 1, 1}, 1}, false},
+		{128, 15, 17, {96, 3, 3, 1, 1, 1, 1, {1, 1, 1, 1}, 1}, true},
+		{80, 16, 14, {144, 3, 3, 1, 1, 1, 1, {0, 1, 2, 1}, 1}, false},
+		{64, 18, 18, {64, 3, 3, 1, 1, 1, 1, {0, 0, 0, 0}, 1}, true},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		char what[64];
+		graph *g = new_graph();
+		int x = add_input(g, 4, (int64_t[]){1, cases[i].c, cases[i].h,
+						    cases[i].w});
+		int y;
+		if (cases[i].add) {
+			int64_t oh = cases[i].h + cases[i].s.pads[0] +
+				     cases[i].s.pads[2] - 2;
+			int64_t ow = cases[i].w + cases[i].s.pads[1] +
+				     cases[i].s.pads[3] - 2;
+			int r = add_input(g, 4, (int64_t[]){1, cases[i].s.m, oh, ow});
+			graph_postop po[2] = {{GRAPH_POSTOP_ADD, 0, 0, 0, r}, relu};
+			y = conv_post(g, x, &cases[i].s, po, 2);
+		} else {
+			y = conv_post(g, x, &cases[i].s, &relu, 1);
+		}
+		out(g, y);
+		snprintf(what, sizeof what, "winograd case %zu", i);
+		compare_engines(g, what);
+	}
+}
+
 /* Convs in a chain: blocked outputs feed blocked inputs of the next conv,
  * across channel counts that need padding inside the blocks. */
 static void conv_chain_blocked(void **state)
@@ -865,6 +905,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(conv_odd_shapes),
+		cmocka_unit_test(conv_winograd_shapes),
 		cmocka_unit_test(conv_chain_blocked),
 		cmocka_unit_test(conv_postop_chains),
 		cmocka_unit_test(conv_residual_operands),

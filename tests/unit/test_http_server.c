@@ -19,6 +19,11 @@
 #include <stdatomic.h>
 #include <time.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include "http_server.h"
 
 /* ---- handlers ----------------------------------------------------------- */
@@ -472,6 +477,60 @@ static void test_handler_errors(void **state)
 	http_server_destroy(s);
 }
 
+/* Sends raw bytes and returns the status of the first response line, or
+ * 0 when the server closed without one. */
+static int raw_status(int port, const char *text)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(fd >= 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+	size_t len = strlen(text);
+	assert_int_equal(write(fd, text, len), (ssize_t)len);
+	shutdown(fd, SHUT_WR);
+	char buf[512] = {0};
+	size_t got = 0;
+	ssize_t n;
+	while (got < sizeof buf - 1 && (n = read(fd, buf + got, sizeof buf - 1 - got)) > 0)
+		got += (size_t)n;
+	close(fd);
+	int status = 0;
+	if (sscanf(buf, "HTTP/1.%*d %d", &status) != 1)
+		return 0;
+	return status;
+}
+
+static void test_malformed(void **state)
+{
+	(void)state;
+	http_server *s = start(0);
+	int port = http_server_port(s);
+	int before = atomic_load(&handled);
+	assert_int_equal(raw_status(port, "POST /echo HTTP/1.1\r\nHost: x\r\n"
+					  "Content-Length: abc\r\n\r\n"),
+			 400);
+	assert_int_equal(raw_status(port, "POST /echo HTTP/1.1\r\nHost: x\r\n"
+					  "Content-Length: -5\r\n\r\n"),
+			 400);
+	/* A request line that is not HTTP: libmicrohttpd answers 400 or
+	 * just closes; either way nothing is handled. */
+	int st = raw_status(port, "GARBAGE\r\n\r\n");
+	assert_true(st == 400 || st == 0);
+	assert_int_equal(raw_status(port, "GET /hello HTTP/1.1\r\n\r\n"), 400); /* no Host */
+	/* A huge Content-Length is 413 before any body byte. */
+	assert_int_equal(raw_status(port, "POST /echo HTTP/1.1\r\nHost: x\r\n"
+					  "Content-Length: 99999999999999999999999\r\n\r\n"),
+			 413);
+	/* Body shorter than Content-Length, then EOF: never handled. */
+	raw_status(port, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc");
+	assert_int_equal(atomic_load(&handled), before);
+	assert_int_equal(raw_status(port, "GET /hello HTTP/1.1\r\nHost: x\r\n"
+					  "Connection: close\r\n\r\n"),
+			 200);
+	http_server_destroy(s);
+}
+
 static void test_create_errors(void **state)
 {
 	(void)state;
@@ -612,6 +671,7 @@ int main(void)
 		cmocka_unit_test(test_404_405),
 		cmocka_unit_test(test_bodies),
 		cmocka_unit_test(test_handler_errors),
+		cmocka_unit_test(test_malformed),
 		cmocka_unit_test(test_create_errors),
 		cmocka_unit_test(test_concurrent_per_connection),
 		cmocka_unit_test(test_concurrent_pool),

@@ -904,7 +904,7 @@ static void future_schema_is_refused(void **state)
 	store *s = (store *)0x1;
 	assert_int_equal(store_open(t->path, &s), DF_ENOTSUP);
 	assert_ptr_equal(s, (store *)0x1);
-	assert_non_null(strstr(df_err_msg(), "newer"));
+	assert_non_null(strstr(df_err_msg(), "newer dicefleet"));
 	assert_non_null(strstr(df_err_msg(), t->path));
 	/* Refusing left the file as it was. */
 	assert_int_equal(raw_int(t->path, "PRAGMA user_version"), future);

@@ -1,0 +1,256 @@
+/*
+ * gateway.h - dicefleet-gateway's shared state and the interfaces between
+ * its files:
+ *   main.c       configuration, start-up order, shutdown
+ *   routes.c     the static route table, JSON error helpers, request
+ *                parsing shared by handlers (query numbers, multipart)
+ *   classify.c   POST /v1/classify and the KServe v2 endpoints
+ *   scheduler.c  deployments (a partition version with its runner pool),
+ *                the partition push protocol to workers, leases
+ *   health.c     device registry and health probing (UP/DOWN), down masks
+ *   metrics.c    counters and the Prometheus text at GET /metrics
+ *
+ * Ownership: main() owns the gateway struct and everything it points to;
+ * handlers borrow it. Fields below marked "immutable" are set before the
+ * HTTP server starts and never written again, so handlers read them
+ * without locks.
+ */
+#ifndef DF_GATEWAY_H
+#define DF_GATEWAY_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "engine.h"
+#include "err.h"
+#include "http_client.h"
+#include "http_server.h"
+#include "impute.h"
+#include "model.h"
+#include "partition.h"
+#include "runner.h"
+#include "store.h"
+
+typedef struct health health;
+typedef struct metrics metrics;
+typedef struct scheduler scheduler;
+
+/* Settings that define a partition (restored from and saved to SQLite). */
+typedef struct gw_settings {
+	partition_method method;
+	double ratio;
+	int copies;
+	replica_mode replicas;
+	impute_mode impute;
+} gw_settings;
+
+typedef struct gateway {
+	config *cfg;                  /* immutable */
+	store *db;                    /* thread-safe (store.h) */
+	model *mdl;                   /* immutable after start-up */
+	const char *model_name;       /* = mdl->dir->name */
+	const char *models_dir;
+	impute_stats *stats;          /* calibration (mean/recon), or NULL */
+	gw_settings settings;         /* immutable in this issue */
+	const char *cluster_token;    /* NULL or "" = none */
+	long stage_timeout_ms;
+	long request_timeout_ms;
+	long control_timeout_ms;      /* prepare/commit/drop/healthz */
+	double min_coverage;
+	size_t max_pixels;
+	size_t max_body;
+	int engine_threads;           /* gateway-local stages */
+	int pool_size;                /* concurrent inferences */
+	engine_kind engine;
+	health *health;
+	metrics *metrics;
+	scheduler *sched;
+	atomic_uint_fast64_t next_request_id;
+	atomic_bool stopping;
+} gateway;
+
+/* ---- routes.c ------------------------------------------------------------ */
+
+/* The route table (static) and its size. */
+const http_route *routes_table(size_t *n);
+
+/* Replies err with message msg (or df_err_msg() when msg is NULL) as the
+ * JSON error of DESIGN §7, with an explicit status. */
+df_err routes_error(http_response *res, int status, df_err err,
+		    const char *msg);
+
+/* Parses an optional integer query argument: absent -> def; not an
+ * integer or outside [lo, hi] -> DF_EINVAL naming it. */
+df_err routes_query_int(const http_request *req, const char *name,
+			long long def, long long lo, long long hi,
+			long long *out);
+
+/*
+ * Finds the part named `field` in a multipart/form-data body whose
+ * Content-Type header is ctype. *data / *len point into body (borrowed).
+ * DF_EINVAL for a malformed body or missing boundary, DF_ENOENT when no
+ * part has that name.
+ */
+df_err routes_multipart_field(const char *ctype, const unsigned char *body,
+			      size_t body_len, const char *field,
+			      const unsigned char **data, size_t *len);
+
+/* ---- classify.c --------------------------------------------------------- */
+
+df_err classify_handle_v1(const http_request *req, http_response *res,
+			  void *ctx);
+df_err classify_handle_v2_infer(const http_request *req, http_response *res,
+				void *ctx);
+df_err classify_handle_v2_model(const http_request *req, http_response *res,
+				void *ctx);
+df_err classify_handle_v2_model_ready(const http_request *req,
+				      http_response *res, void *ctx);
+df_err classify_handle_v2_server(const http_request *req, http_response *res,
+				 void *ctx);
+df_err classify_handle_live(const http_request *req, http_response *res,
+			    void *ctx);
+df_err classify_handle_ready(const http_request *req, http_response *res,
+			     void *ctx);
+
+/* ---- scheduler.c --------------------------------------------------------- */
+
+/* A partition version ready to serve: the map, its device URLs and a pool
+ * of runners. Reference-counted; leases keep it alive. */
+typedef struct deployment deployment;
+
+/* A runner and an HTTP client borrowed for one request. */
+typedef struct sched_lease {
+	deployment *dep;
+	runner *run;
+	http_client *http;
+	const partition_map *map;
+	const char *const *urls;
+	int slot;
+} sched_lease;
+
+df_err sched_create(gateway *gw, scheduler **out);
+
+/* Stops the background deployer (joins it). Safe to call twice. */
+void sched_stop(scheduler *s);
+
+/* Stops the deployer and frees everything. Call once no request can hold
+ * a lease (the HTTP server is gone). */
+void sched_destroy(scheduler *s);
+
+/*
+ * Chooses the partition to serve: the active one in SQLite when it still
+ * fits the model, the registered devices and the settings; else a new
+ * version (stored PREPARED). Then starts the background deployer that
+ * pushes it to the workers (prepare on all, commit on all, retrying
+ * workers that are not up yet), marks it active in SQLite, drops older
+ * versions on the workers and switches requests to it.
+ */
+df_err sched_start(scheduler *s);
+
+/* Borrows a runner of the active deployment, waiting up to timeout_ms for
+ * one to be free. DF_EUNAVAIL when nothing is deployed or none freed up. */
+df_err sched_acquire(scheduler *s, long timeout_ms, sched_lease *out);
+
+void sched_release(scheduler *s, sched_lease *lease);
+
+/* Active version (0 = none) and whether the gateway can serve; *reason
+ * (when not ready) is a borrowed static-lifetime string or a buffer
+ * copy. */
+int64_t sched_active_version(scheduler *s);
+bool sched_ready(scheduler *s, char *reason, size_t len);
+
+/*
+ * Pushes the active version to one device (prepare + commit), for a worker
+ * that came back or restarted. DF_OK when the worker now holds it.
+ */
+df_err sched_push_device(scheduler *s, http_client *hc, const char *id,
+			 const char *url);
+
+/* ---- health.c ------------------------------------------------------------ */
+
+typedef enum dev_state {
+	DEV_UNKNOWN = 0,  /* registered, not probed yet */
+	DEV_UP,
+	DEV_DOWN,
+	DEV_STATE_COUNT
+} dev_state;
+
+const char *dev_state_name(dev_state s);
+
+/* One registered device as health sees it (a copy). */
+typedef struct dev_info {
+	char id[STORE_ID_MAX];
+	char url[STORE_URL_MAX];
+	dev_state state;
+	int64_t version;          /* partition version the worker reported */
+	double latency_ms;        /* last probe round trip */
+	int64_t failures;         /* consecutive failed probes */
+} dev_info;
+
+/* Registry of devices, restored from SQLite, plus --worker flags. */
+df_err health_create(gateway *gw, health **out);
+
+/* Stops the probe thread (if started) and frees h. */
+void health_destroy(health *h);
+
+/* Registers (or updates the URL of) a device and stores it. */
+df_err health_register(health *h, const char *id, const char *url);
+
+/* Copies of all devices, sorted by id. *out is new (free()). */
+df_err health_list(health *h, dev_info **out, size_t *n);
+
+/* Looks one device up by id; DF_ENOENT if unknown. */
+df_err health_get(health *h, const char *id, dev_info *out);
+
+/* Records the outcome of a contact (probe, push or request call) with
+ * device id: UP on success, DOWN after the configured number of failures
+ * in a row (or at once with force_down). Persists changes and logs an
+ * event on each transition. */
+void health_mark(health *h, const char *id, bool ok, bool force_down,
+		 int64_t version, double latency_ms, const char *cause);
+
+/* Bitmask over m's device indices of devices known DOWN. */
+uint64_t health_down_mask(health *h, const partition_map *m);
+
+/* Starts the probe loop (every interval; pushes the active partition to
+ * workers that lack it). */
+df_err health_start(health *h);
+
+/* Runs one probe round now (also used at start-up). */
+void health_probe_round(health *h, http_client *hc);
+
+/* Request-path feedback: a stage call to device index `device` of the
+ * map failed or succeeded (runs on request threads). */
+void health_report_call(health *h, const partition_map *m, int device,
+			df_err status, double ms);
+
+/* ---- metrics.c ------------------------------------------------------------ */
+
+typedef enum metrics_endpoint {
+	METRICS_CLASSIFY = 0,
+	METRICS_INFER,
+	METRICS_OTHER,
+	METRICS_ENDPOINT_COUNT
+} metrics_endpoint;
+
+df_err metrics_create(metrics **out);
+void metrics_destroy(metrics *m);
+
+/* One finished request to ep with HTTP status. */
+void metrics_request(metrics *m, metrics_endpoint ep, int status,
+		     double seconds);
+
+/* One inference that ran: coverage, degraded, bytes on the wire. */
+void metrics_inference(metrics *m, double coverage, int64_t imputed,
+		       const http_stage_stats *st);
+
+/* One stage call outcome. */
+void metrics_stage_call(metrics *m, df_err status);
+
+df_err metrics_handle(const http_request *req, http_response *res, void *ctx);
+
+#endif

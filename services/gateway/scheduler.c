@@ -1,0 +1,785 @@
+/*
+ * scheduler.c - which partition version requests run on, and getting it
+ * onto the workers.
+ *
+ * A deployment is one partition version ready to serve: the map, the base
+ * URL of each of its devices, the recon maps fitted for it, and a pool of
+ * slots, each a runner (not thread-safe) with its own HTTP client (curl
+ * handles are per thread). A request leases one free slot for its whole
+ * inference; leases hold a reference on the deployment, so a deployment
+ * replaced while requests run on it is freed only after the last lease
+ * returns (requests in flight finish on the old version, DESIGN §6).
+ *
+ * Pushing a version (DESIGN §6 zero-downtime protocol): prepare on every
+ * device of the map (retrying workers that are not up yet until
+ * --startup-wait-ms), commit on every device that prepared, mark the
+ * version active in SQLite, switch new requests to it, then drop the
+ * previous version on the workers. Devices that never prepared are marked
+ * DOWN; the health loop pushes the version to them when they come back
+ * (sched_push_device). With no device reachable at all the deployer keeps
+ * retrying and the gateway stays not ready.
+ *
+ * Locks: s->lock guards active/pending, the slots' busy flags, reference
+ * counts and the readiness text. It is never held across network calls.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "gateway.h"
+#include "log.h"
+
+typedef struct pool_slot {
+	runner *run;
+	http_client *http;
+	bool busy;
+} pool_slot;
+
+struct deployment {
+	gateway *gw;
+	partition_map *map;
+	char *json;              /* the map as stored */
+	json_t *map_obj;         /* the map as pushed */
+	char **urls;             /* [map->n_devices] */
+	impute_recon *recon;
+	pool_slot *slots;
+	int n_slots;
+	int refs;                /* under scheduler lock */
+};
+
+struct scheduler {
+	gateway *gw;
+	pthread_mutex_t lock;
+	pthread_cond_t freed;     /* a slot was released / state changed */
+	pthread_cond_t wake;      /* deployer sleep */
+	deployment *active;
+	deployment *pending;      /* being pushed by the deployer */
+	int64_t previous;         /* version active before this start */
+	bool stop;
+	bool thread_started;
+	pthread_t thread;
+	char reason[256];
+};
+
+/* ---- deployments -------------------------------------------------------- */
+
+static void deployment_free(deployment *d)
+{
+	if (!d)
+		return;
+	for (int i = 0; d->slots && i < d->n_slots; i++) {
+		runner_destroy(d->slots[i].run);
+		http_client_destroy(d->slots[i].http);
+	}
+	free(d->slots);
+	if (d->urls && d->map)
+		for (int i = 0; i < d->map->n_devices; i++)
+			free(d->urls[i]);
+	free(d->urls);
+	impute_recon_destroy(d->recon);
+	json_decref(d->map_obj);
+	free(d->json);
+	partition_destroy(d->map);
+	free(d);
+}
+
+/* Every stage call outcome: metrics now, the health state machine. */
+static void call_observer(void *ctx, int device, int st, df_err status,
+			  double ms)
+{
+	(void)st;
+	deployment *d = ctx;
+	metrics_stage_call(d->gw->metrics, status);
+	health_report_call(d->gw->health, d->map, device, status, ms);
+}
+
+/* Builds a deployment around map (taken over) with its JSON text. */
+static df_err deployment_create(gateway *gw, partition_map *map, char *json,
+				deployment **out)
+{
+	deployment *d = calloc(1, sizeof *d);
+	if (!d) {
+		partition_destroy(map);
+		free(json);
+		return DF_ENOMEM;
+	}
+	d->gw = gw;
+	d->map = map;
+	d->json = json;
+	df_err err = DF_OK;
+	json_error_t je;
+	d->map_obj = json_loads(json, 0, &je);
+	if (!d->map_obj) {
+		err = df_errf(DF_EINTERNAL, "partition JSON does not parse: %s", je.text);
+		goto out;
+	}
+	d->urls = calloc((size_t)map->n_devices + 1, sizeof *d->urls);
+	if (!d->urls) {
+		err = DF_ENOMEM;
+		goto out;
+	}
+	for (int i = 0; i < map->n_devices; i++) {
+		dev_info info;
+		if (health_get(gw->health, map->devices[i], &info) == DF_OK) {
+			d->urls[i] = strdup(info.url);
+			if (!d->urls[i]) {
+				err = DF_ENOMEM;
+				goto out;
+			}
+		}
+	}
+	if (gw->settings.impute == IMPUTE_RECON && gw->stats) {
+		err = impute_recon_fit(gw->stats, gw->mdl->plan, map, 1, &d->recon);
+		if (err)
+			goto out;
+		log_info("version %" PRId64 ": %zu recon maps (%zu bytes)",
+			 map->version, impute_recon_count(d->recon),
+			 impute_recon_bytes(d->recon));
+	}
+	runner_options ro = {
+		.impute = gw->settings.impute,
+		.replicas = gw->settings.replicas,
+		.stats = gw->stats,
+		.recon = d->recon,
+		.kind = gw->engine,
+		.threads = gw->engine_threads,
+	};
+	http_client_options ho = {
+		.cluster_token = gw->cluster_token,
+		.connect_timeout_ms = (long)config_int(gw->cfg, "connect-timeout-ms"),
+		.stage_timeout_ms = gw->stage_timeout_ms,
+		.observer = call_observer,
+		.observer_ctx = d,
+		.dtype = strcmp(config_str(gw->cfg, "wire-dtype"), "f16") == 0
+			? WIRE_F16 : WIRE_F32,
+	};
+	d->n_slots = gw->pool_size;
+	d->slots = calloc((size_t)d->n_slots, sizeof *d->slots);
+	if (!d->slots) {
+		err = DF_ENOMEM;
+		goto out;
+	}
+	for (int i = 0; i < d->n_slots && !err; i++) {
+		err = runner_create(gw->mdl->g, gw->mdl->plan, map, &ro,
+				    &d->slots[i].run);
+		if (!err)
+			err = http_client_create(&ho, &d->slots[i].http);
+	}
+out:
+	if (err) {
+		deployment_free(d);
+		return err;
+	}
+	*out = d;
+	return DF_OK;
+}
+
+/* ---- choosing the partition --------------------------------------------- */
+
+/* Device ids of the registered devices, sorted (health_list order). */
+static df_err device_ids(gateway *gw, char ***ids, int *n)
+{
+	dev_info *devs = NULL;
+	size_t nd = 0;
+	df_err err = health_list(gw->health, &devs, &nd);
+	if (err)
+		return err;
+	if (nd > PARTITION_MAX_DEVICES) {
+		free(devs);
+		return df_errf(DF_ERANGE, "%zu devices registered; a partition takes at most %d",
+			       nd, PARTITION_MAX_DEVICES);
+	}
+	char **out = calloc(nd + 1, sizeof *out);
+	for (size_t i = 0; out && i < nd; i++) {
+		out[i] = strdup(devs[i].id);
+		if (!out[i]) {
+			for (size_t k = 0; k < i; k++)
+				free(out[k]);
+			free(out);
+			out = NULL;
+		}
+	}
+	free(devs);
+	if (!out)
+		return DF_ENOMEM;
+	*ids = out;
+	*n = (int)nd;
+	return DF_OK;
+}
+
+static void free_ids(char **ids, int n)
+{
+	for (int i = 0; ids && i < n; i++)
+		free(ids[i]);
+	free(ids);
+}
+
+/* Does the stored map still describe what we would build now? */
+static bool map_fits(gateway *gw, const partition_map *m,
+		     const store_partition *sp, char **ids, int n)
+{
+	const gw_settings *st = &gw->settings;
+	if (partition_validate(m, gw->mdl->plan)) {
+		log_info("stored version %" PRId64 " does not fit the model: %s",
+			 sp->version, df_err_msg());
+		return false;
+	}
+	if (m->n_devices != n)
+		return false;
+	for (int i = 0; i < n; i++)
+		if (strcmp(m->devices[i], ids[i]) != 0)
+			return false;
+	if (strcmp(sp->model, gw->model_name) != 0 || m->method != st->method ||
+	    (st->method != PARTITION_FULL && m->ratio != st->ratio) ||
+	    m->copies != (st->copies <= n ? st->copies : n) ||
+	    strcmp(sp->replica_mode, replica_mode_name(st->replicas)) != 0)
+		return false;
+	return true;
+}
+
+/* Restores the active version from SQLite when it fits; *out NULL if not. */
+static df_err restore_active(scheduler *s, char **ids, int n,
+			     partition_map **out, char **json)
+{
+	gateway *gw = s->gw;
+	store_partition sp = {0};
+	*out = NULL;
+	df_err err = store_partition_get_active(gw->db, gw->model_name, &sp);
+	if (err == DF_ENOENT)
+		return DF_OK;
+	if (err)
+		return err;
+	s->previous = sp.version;
+	partition_map *m = NULL;
+	if (partition_from_json(sp.json, strlen(sp.json), &m)) {
+		log_warn("stored version %" PRId64 " does not parse: %s", sp.version,
+			 df_err_msg());
+	} else if (m->version != sp.version) {
+		log_warn("stored version %" PRId64 " holds a map of version %" PRId64,
+			 sp.version, m->version);
+	} else if (map_fits(gw, m, &sp, ids, n)) {
+		*out = m;
+		*json = sp.json;
+		sp.json = NULL;
+		m = NULL;
+		log_info("restored active partition version %" PRId64 " (%s, ratio %g, %d devices)",
+			 sp.version, sp.method, sp.ratio, n);
+	} else {
+		log_info("stored version %" PRId64 " no longer matches the devices or settings; making a new one",
+			 sp.version);
+	}
+	partition_destroy(m);
+	store_partition_clear(&sp);
+	return DF_OK;
+}
+
+/* Highest version in the store (0 if none). */
+static df_err max_version(store *db, int64_t *v)
+{
+	store_partition *list = NULL;
+	size_t n = 0;
+	df_err err = store_partition_list(db, NULL, &list, &n);
+	if (err)
+		return err;
+	*v = n ? list[0].version : 0;
+	for (size_t i = 1; i < n; i++)
+		if (list[i].version > *v)
+			*v = list[i].version;
+	store_partitions_free(list, n);
+	return DF_OK;
+}
+
+/* Builds a new map over ids and stores it as the next version. */
+static df_err create_version(scheduler *s, char **ids, int n,
+			     partition_map **out, char **json_out)
+{
+	gateway *gw = s->gw;
+	const gw_settings *st = &gw->settings;
+	partition_params pp;
+	partition_params_default(&pp);
+	pp.method = st->method;
+	pp.ratio = st->ratio;
+	pp.copies = st->copies <= n ? st->copies : n;
+	pp.n_devices = n;
+	pp.device_ids = (const char *const *)ids;
+	if (pp.copies < st->copies)
+		log_warn("copies %d > %d devices: using %d", st->copies, n, pp.copies);
+	partition_map *m = NULL;
+	char *json = NULL;
+	df_err err = partition_create(gw->mdl->g, gw->mdl->plan, &pp, &m);
+	if (!err) {
+		free(m->model);
+		m->model = strdup(gw->model_name);
+		if (!m->model)
+			err = DF_ENOMEM;
+	}
+	/* The store assigns max + 1; the JSON must carry the same number.
+	 * The gateway is the only writer of partitions, so a mismatch means
+	 * a concurrent writer: retire that row and try again. */
+	for (int attempt = 0; !err && attempt < 5; attempt++) {
+		int64_t top = 0, got = 0;
+		err = max_version(gw->db, &top);
+		if (err)
+			break;
+		m->version = top + 1;
+		free(json);
+		json = NULL;
+		err = partition_to_json(m, &json);
+		if (err)
+			break;
+		store_partition sp = {
+			.model = (char *)gw->model_name,
+			.method = (char *)partition_method_name(m->method),
+			.ratio = m->ratio,
+			.copies = m->copies,
+			.replica_mode = (char *)replica_mode_name(st->replicas),
+			.json = json,
+		};
+		err = store_partition_insert(gw->db, &sp, &got);
+		if (err)
+			break;
+		if (got == m->version) {
+			log_info("new partition version %" PRId64 ": %s, ratio %g, copies %d, %d devices",
+				 got, partition_method_name(m->method), m->ratio,
+				 m->copies, n);
+			*out = m;
+			*json_out = json;
+			return DF_OK;
+		}
+		log_warn("version %" PRId64 " was taken concurrently; retrying", got);
+		store_partition_retire(gw->db, got);
+	}
+	if (!err)
+		err = df_errf(DF_ECONFLICT, "could not store a new partition version");
+	partition_destroy(m);
+	free(json);
+	return err;
+}
+
+/* ---- pushing to workers ------------------------------------------------- */
+
+static df_err control_call(gateway *gw, http_client *hc, const char *method,
+			   const char *url, const char *id, int64_t version,
+			   const char *verb, const json_t *body)
+{
+	char full[STORE_URL_MAX + 96];
+	if (strcmp(verb, "drop") == 0)
+		snprintf(full, sizeof full, "%s/v1/partitions/%" PRId64, url, version);
+	else
+		snprintf(full, sizeof full, "%s/v1/partitions/%" PRId64 "/%s", url,
+			 version, verb);
+	long status = 0;
+	json_t *resp = NULL;
+	df_err err = http_client_json(hc, method, full, body, gw->control_timeout_ms,
+				      &status, &resp);
+	if (err)
+		return err;
+	if (status != 200) {
+		const char *msg = NULL;
+		json_t *e = json_object_get(json_object_get(resp, "error"), "message");
+		msg = json_is_string(e) ? json_string_value(e) : "";
+		err = df_errf(status == 401 || status == 403 ? DF_EAUTH
+			      : status >= 500 ? DF_EUNAVAIL : DF_ECONFLICT,
+			      "%s %s on %s: HTTP %ld %s", verb, full, id, status, msg);
+	}
+	json_decref(resp);
+	return err;
+}
+
+static df_err prepare_one(deployment *d, http_client *hc, int i)
+{
+	gateway *gw = d->gw;
+	if (!d->urls[i])
+		return df_errf(DF_ENOENT, "device %s is not registered",
+			       d->map->devices[i]);
+	json_t *body = json_pack("{s:s, s:s, s:s, s:O}", "model", gw->model_name,
+				 "sha256", gw->mdl->dir->sha256, "device",
+				 d->map->devices[i], "map", d->map_obj);
+	if (!body)
+		return DF_ENOMEM;
+	df_err err = control_call(gw, hc, "POST", d->urls[i], d->map->devices[i],
+				  d->map->version, "prepare", body);
+	json_decref(body);
+	return err;
+}
+
+static df_err commit_one(deployment *d, http_client *hc, int i)
+{
+	return control_call(d->gw, hc, "POST", d->urls[i], d->map->devices[i],
+			    d->map->version, "commit", NULL);
+}
+
+static void set_reason(scheduler *s, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void set_reason(scheduler *s, const char *fmt, ...)
+{
+	va_list ap;
+	pthread_mutex_lock(&s->lock);
+	va_start(ap, fmt);
+	vsnprintf(s->reason, sizeof s->reason, fmt, ap);
+	va_end(ap);
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* Sleeps up to ms unless stopping; false when stopping. */
+static bool nap(scheduler *s, long ms)
+{
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += ms / 1000;
+	until.tv_nsec += (ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&s->lock);
+	if (!s->stop)
+		pthread_cond_timedwait(&s->wake, &s->lock, &until);
+	bool go = !s->stop;
+	pthread_mutex_unlock(&s->lock);
+	return go;
+}
+
+/* Makes d the active deployment (the old one is freed when its last
+ * lease returns). */
+static void switch_to(scheduler *s, deployment *d)
+{
+	deployment *old;
+	pthread_mutex_lock(&s->lock);
+	old = s->active;
+	s->active = d;
+	d->refs++;
+	if (s->pending == d)
+		s->pending = NULL;
+	bool free_old = old && --old->refs == 0;
+	pthread_cond_broadcast(&s->freed);
+	pthread_mutex_unlock(&s->lock);
+	if (free_old)
+		deployment_free(old);
+}
+
+/* Prepare all -> commit all -> active in SQLite -> switch -> drop old.
+ * Returns false when stopped before the version could be activated. */
+static bool push_version(scheduler *s, deployment *d, http_client *hc)
+{
+	gateway *gw = s->gw;
+	const partition_map *m = d->map;
+	const int n = m->n_devices;
+	bool prepared[PARTITION_MAX_DEVICES] = {false};
+	long wait_ms = (long)config_int(gw->cfg, "startup-wait-ms");
+	for (;;) {
+		int64_t deadline = http_client_now_ms() + wait_ms;
+		int n_prepared = 0;
+		for (;;) {
+			n_prepared = 0;
+			for (int i = 0; i < n; i++) {
+				if (!prepared[i]) {
+					df_err err = prepare_one(d, hc, i);
+					if (err)
+						log_debug("prepare: %s", df_err_msg());
+					else
+						prepared[i] = true;
+				}
+				n_prepared += prepared[i];
+			}
+			if (n_prepared == n || http_client_now_ms() >= deadline)
+				break;
+			set_reason(s, "deploying partition version %" PRId64 ": %d of %d workers prepared",
+				   m->version, n_prepared, n);
+			if (!nap(s, 500))
+				return false;
+		}
+		int n_committed = 0;
+		for (int i = 0; i < n; i++) {
+			if (!prepared[i]) {
+				health_mark(gw->health, m->devices[i], false, true, 0, 0,
+					    "did not prepare the partition in time");
+				continue;
+			}
+			df_err err = commit_one(d, hc, i);
+			if (err) {
+				log_warn("%s", df_err_msg());
+				prepared[i] = false;
+				health_mark(gw->health, m->devices[i], false, true, 0, 0,
+					    "commit failed");
+				continue;
+			}
+			health_mark(gw->health, m->devices[i], true, false, m->version,
+				    0, "holds the active partition");
+			n_committed++;
+		}
+		if (n_committed > 0) {
+			log_info("partition version %" PRId64 " committed on %d of %d workers",
+				 m->version, n_committed, n);
+			break;
+		}
+		set_reason(s, "no worker reachable to deploy partition version %" PRId64,
+			   m->version);
+		log_warn("no worker took partition version %" PRId64 "; retrying",
+			 m->version);
+		if (!nap(s, 1000))
+			return false;
+	}
+	df_err err = store_partition_set_active(gw->db, m->version);
+	if (err)
+		log_error("marking version %" PRId64 " active: %s", m->version,
+			  df_err_msg());
+	switch_to(s, d);
+	int64_t old = s->previous;
+	if (old > 0 && old != m->version) {
+		for (int i = 0; i < n; i++) {
+			if (!prepared[i])
+				continue;
+			err = control_call(gw, hc, "DELETE", d->urls[i], m->devices[i],
+					   old, "drop", NULL);
+			if (err)
+				log_debug("drop of version %" PRId64 ": %s", old,
+					  df_err_msg());
+		}
+	}
+	return true;
+}
+
+static void *deployer_main(void *arg)
+{
+	scheduler *s = arg;
+	gateway *gw = s->gw;
+	http_client *hc = NULL;
+	http_client_options ho = {
+		.cluster_token = gw->cluster_token,
+		.connect_timeout_ms = (long)config_int(gw->cfg, "connect-timeout-ms"),
+		.stage_timeout_ms = gw->control_timeout_ms,
+	};
+	if (http_client_create(&ho, &hc)) {
+		log_error("deployer: %s", df_err_msg());
+		return NULL;
+	}
+	pthread_mutex_lock(&s->lock);
+	deployment *d = s->pending;
+	pthread_mutex_unlock(&s->lock);
+	if (d && push_version(s, d, hc)) {
+		if (health_start(gw->health))
+			log_error("health loop: %s", df_err_msg());
+	}
+	http_client_destroy(hc);
+	return NULL;
+}
+
+/* ---- public ------------------------------------------------------------- */
+
+df_err sched_create(gateway *gw, scheduler **out)
+{
+	scheduler *s = calloc(1, sizeof *s);
+	if (!s)
+		return DF_ENOMEM;
+	s->gw = gw;
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_cond_init(&s->freed, NULL);
+	pthread_cond_init(&s->wake, NULL);
+	snprintf(s->reason, sizeof s->reason, "starting");
+	*out = s;
+	return DF_OK;
+}
+
+void sched_stop(scheduler *s)
+{
+	if (!s)
+		return;
+	pthread_mutex_lock(&s->lock);
+	s->stop = true;
+	pthread_cond_broadcast(&s->wake);
+	pthread_cond_broadcast(&s->freed);
+	pthread_mutex_unlock(&s->lock);
+	if (s->thread_started) {
+		pthread_join(s->thread, NULL);
+		s->thread_started = false;
+	}
+}
+
+void sched_destroy(scheduler *s)
+{
+	if (!s)
+		return;
+	sched_stop(s);
+	/* The HTTP server is gone: no lease is outstanding. */
+	deployment_free(s->pending);
+	deployment_free(s->active);
+	pthread_cond_destroy(&s->freed);
+	pthread_cond_destroy(&s->wake);
+	pthread_mutex_destroy(&s->lock);
+	free(s);
+}
+
+df_err sched_start(scheduler *s)
+{
+	gateway *gw = s->gw;
+	char **ids = NULL;
+	int n = 0;
+	partition_map *m = NULL;
+	char *json = NULL;
+	df_err err = device_ids(gw, &ids, &n);
+	if (err)
+		return err;
+	if (n == 0) {
+		free_ids(ids, n);
+		set_reason(s, "no workers registered (start with --worker ID=URL)");
+		log_warn("no workers registered: not ready until one is added");
+		return DF_OK;
+	}
+	err = restore_active(s, ids, n, &m, &json);
+	if (!err && !m)
+		err = create_version(s, ids, n, &m, &json);
+	free_ids(ids, n);
+	if (err)
+		return err;
+	deployment *d = NULL;
+	err = deployment_create(gw, m, json, &d);
+	if (err)
+		return err;
+	pthread_mutex_lock(&s->lock);
+	s->pending = d;
+	snprintf(s->reason, sizeof s->reason,
+		 "deploying partition version %" PRId64, m->version);
+	pthread_mutex_unlock(&s->lock);
+	if (pthread_create(&s->thread, NULL, deployer_main, s) != 0)
+		return df_errf(DF_EINTERNAL, "cannot start the deployer thread");
+	s->thread_started = true;
+	return DF_OK;
+}
+
+df_err sched_acquire(scheduler *s, long timeout_ms, sched_lease *out)
+{
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += timeout_ms / 1000;
+	until.tv_nsec += (timeout_ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	df_err err = DF_OK;
+	pthread_mutex_lock(&s->lock);
+	for (;;) {
+		deployment *d = s->active;
+		if (!d || s->stop) {
+			err = df_errf(DF_EUNAVAIL, "not ready: %s",
+				      s->stop ? "shutting down" : s->reason);
+			break;
+		}
+		int k = -1;
+		for (int i = 0; i < d->n_slots && k < 0; i++)
+			if (!d->slots[i].busy)
+				k = i;
+		if (k >= 0) {
+			d->slots[k].busy = true;
+			d->refs++;
+			*out = (sched_lease){.dep = d, .run = d->slots[k].run,
+					     .http = d->slots[k].http, .map = d->map,
+					     .urls = (const char *const *)d->urls,
+					     .slot = k};
+			break;
+		}
+		if (pthread_cond_timedwait(&s->freed, &s->lock, &until) == ETIMEDOUT) {
+			err = df_errf(DF_EUNAVAIL, "all %d runners stayed busy for %ld ms",
+				      d->n_slots, timeout_ms);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
+	return err;
+}
+
+void sched_release(scheduler *s, sched_lease *lease)
+{
+	deployment *d = lease->dep;
+	if (!d)
+		return;
+	pthread_mutex_lock(&s->lock);
+	d->slots[lease->slot].busy = false;
+	bool last = --d->refs == 0;
+	pthread_cond_broadcast(&s->freed);
+	pthread_mutex_unlock(&s->lock);
+	if (last)
+		deployment_free(d);
+	memset(lease, 0, sizeof *lease);
+}
+
+int64_t sched_active_version(scheduler *s)
+{
+	pthread_mutex_lock(&s->lock);
+	int64_t v = s->active ? s->active->map->version : 0;
+	pthread_mutex_unlock(&s->lock);
+	return v;
+}
+
+bool sched_ready(scheduler *s, char *reason, size_t len)
+{
+	pthread_mutex_lock(&s->lock);
+	deployment *d = s->active;
+	bool ready = d != NULL;
+	partition_map *m = d ? d->map : NULL;
+	if (!ready)
+		snprintf(reason, len, "%s", s->reason);
+	if (d)
+		d->refs++;
+	pthread_mutex_unlock(&s->lock);
+	if (ready) {
+		uint64_t down = health_down_mask(s->gw->health, m);
+		uint64_t all = m->n_devices >= 64 ? UINT64_MAX
+						  : ((1ULL << m->n_devices) - 1);
+		if ((down & all) == all) {
+			ready = false;
+			snprintf(reason, len, "every worker of partition version %" PRId64 " is down",
+				 m->version);
+		}
+		pthread_mutex_lock(&s->lock);
+		bool last = --d->refs == 0;
+		pthread_mutex_unlock(&s->lock);
+		if (last)
+			deployment_free(d);
+	}
+	return ready;
+}
+
+df_err sched_push_device(scheduler *s, http_client *hc, const char *id,
+			 const char *url)
+{
+	pthread_mutex_lock(&s->lock);
+	deployment *d = s->active;
+	if (d)
+		d->refs++;
+	pthread_mutex_unlock(&s->lock);
+	if (!d)
+		return df_errf(DF_EUNAVAIL, "no active partition");
+	df_err err = DF_OK;
+	int i = partition_device_index(d->map, id);
+	if (i < 0) {
+		err = df_errf(DF_ENOENT, "device %s is not in version %" PRId64, id,
+			      d->map->version);
+		goto out;
+	}
+	/* The device may have a new URL since the deployment was built. */
+	if (!d->urls[i] || strcmp(d->urls[i], url) != 0) {
+		err = df_errf(DF_ECONFLICT, "device %s moved to %s; a new partition is needed",
+			      id, url);
+		goto out;
+	}
+	err = prepare_one(d, hc, i);
+	if (!err)
+		err = commit_one(d, hc, i);
+	if (!err)
+		log_info("pushed partition version %" PRId64 " to %s", d->map->version,
+			 id);
+out:
+	pthread_mutex_lock(&s->lock);
+	bool last = --d->refs == 0;
+	pthread_mutex_unlock(&s->lock);
+	if (last)
+		deployment_free(d);
+	return err;
+}
