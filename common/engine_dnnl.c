@@ -55,6 +55,16 @@
  * when OMP_WAIT_POLICY is PASSIVE, where every parallel step pays a futex
  * wake-up instead of a spinning hand-off.
  *
+ * OpenMP wait policy: libgomp lets an idle pool thread spin 300000
+ * iterations (~3.5 ms here) before it sleeps. On a machine whose cores are
+ * shared with other processes, or under a cgroup CPU quota, that spinning
+ * takes the CPU from the very thread the spinner waits for: ResNet-18 at 2
+ * threads measured 4-13x slower (median) on our shared 2-core box than
+ * with OMP_WAIT_POLICY=PASSIVE, and no faster in the best case. libgomp
+ * reads the policy once, before main(), so it cannot be changed from here:
+ * launchers of dicefleet processes on shared machines should set
+ * OMP_WAIT_POLICY=PASSIVE (or GOMP_SPINCOUNT to a few thousand).
+ *
  * Convolution algorithm: direct, except 3x3 stride-1 undilated ungrouped
  * convs with >= 64 input and output channels and an output of at least
  * 14x14, which ask for Winograd F(2x2,3x3) (falling back to direct where

@@ -4,6 +4,8 @@
  * double. It is the yardstick the oneDNN engine is tested against, so it
  * favours obviously-right code over speed (but stays usable on models of a
  * few GFLOP: inner loops run over contiguous memory without branches).
+ * This file is the engine (create, run, destroy) and the per-node checks;
+ * the op kernels are in engine_ref_ops.c.
  *
  * engine_ref_create() checks every node once: input counts, dtypes, ranks,
  * attributes, and that the output value's dims are exactly what the op
@@ -35,6 +37,7 @@
 #include <string.h>
 
 #include "engine_impl.h"
+#include "engine_ref_internal.h"
 
 /* Bound for attribute values (kernel, stride, pad, dilation): keeps every
  * size expression below far from int64 overflow. */
@@ -64,26 +67,7 @@ static const char *value_name(const graph *g, int v)
 	df_errf((err), "node %s (%s): " fmt, node_name(n),                   \
 		graph_op_name((n)->op), __VA_ARGS__)
 
-static const graph_value *val(const graph *g, const graph_node *n, int k)
-{
-	return &g->values[n->inputs[k]];
-}
-
-static int64_t prod(const int64_t *dims, int from, int to)
-{
-	int64_t p = 1;
-	for (int i = from; i < to; i++)
-		p *= dims[i];
-	return p;
-}
-
-/* The op's expected output shape, filled by the per-op checks. */
-typedef struct shape {
-	int ndim;
-	int64_t dims[TENSOR_MAX_DIMS];
-} shape;
-
-static void shape_copy(shape *s, const graph_value *v)
+static void shape_copy(engine_ref_shape *s, const graph_value *v)
 {
 	s->ndim = v->ndim;
 	memcpy(s->dims, v->dims, sizeof s->dims);
@@ -127,23 +111,10 @@ static df_err window_out(const graph_node *n, int axis, int64_t in,
 	return DF_OK;
 }
 
-/* Taps of a window starting at `start` (in input coordinates) that fall
- * inside [lo, hi). */
-static int64_t taps_inside(int64_t start, int64_t k, int64_t d, int64_t lo,
-			   int64_t hi)
-{
-	int64_t c = 0;
-	for (int64_t t = 0; t < k; t++) {
-		int64_t p = start + t * d;
-		if (p >= lo && p < hi)
-			c++;
-	}
-	return c;
-}
-
 /* numpy broadcast of dims ad[0..na) against bd[0..nb) into s. */
 static df_err broadcast_shape(const graph_node *n, int na, int nb,
-			      const int64_t *ad, const int64_t *bd, shape *s)
+                              const int64_t *ad, const int64_t *bd,
+                              engine_ref_shape *s)
 {
 	int r = na > nb ? na : nb;
 	s->ndim = r;
@@ -162,11 +133,12 @@ static df_err broadcast_shape(const graph_node *n, int na, int nb,
 
 /* ----------------------------------------------------------- node checks */
 
-static df_err check_conv(const graph *g, const graph_node *n, shape *s,
-			 size_t *scratch)
+static df_err check_conv(const graph *g, const graph_node *n,
+                         engine_ref_shape *s, size_t *scratch)
 {
 	const graph_conv_attr *a = &n->attr.conv;
-	const graph_value *x = val(g, n, 0), *w = val(g, n, 1);
+	const graph_value *x = engine_ref_val(g, n, 0),
+	                  *w = engine_ref_val(g, n, 1);
 	df_err err;
 	if ((err = check_attr(n, "kernel_shape", a->kernel, 2, 1)) ||
 	    (err = check_attr(n, "strides", a->strides, 2, 1)) ||
@@ -196,11 +168,13 @@ static df_err check_conv(const graph *g, const graph_node *n, shape *s,
 				(long long)x->dims[1], (long long)a->group,
 				(long long)a->kernel[0], (long long)a->kernel[1]);
 	if (n->n_inputs > 2 && n->inputs[2] >= 0 &&
-	    prod(val(g, n, 2)->dims, 0, val(g, n, 2)->ndim) != w->dims[0])
-		return NODE_ERR(DF_EINVAL, n, "bias has %lld values, expected %lld",
-				(long long)prod(val(g, n, 2)->dims, 0,
-						val(g, n, 2)->ndim),
-				(long long)w->dims[0]);
+	    engine_ref_prod(engine_ref_val(g, n, 2)->dims, 0,
+	                    engine_ref_val(g, n, 2)->ndim) != w->dims[0])
+		return NODE_ERR(
+		    DF_EINVAL, n, "bias has %lld values, expected %lld",
+		    (long long)engine_ref_prod(engine_ref_val(g, n, 2)->dims, 0,
+		                               engine_ref_val(g, n, 2)->ndim),
+		    (long long)w->dims[0]);
 	int64_t oh, ow;
 	if ((err = window_out(n, 2, x->dims[2], a->kernel[0], a->strides[0],
 			      a->dilations[0], a->pads[0], a->pads[2], false,
@@ -218,10 +192,11 @@ static df_err check_conv(const graph *g, const graph_node *n, shape *s,
 	return DF_OK;
 }
 
-static df_err check_pool(const graph *g, const graph_node *n, shape *s)
+static df_err check_pool(const graph *g, const graph_node *n,
+                         engine_ref_shape *s)
 {
 	const graph_pool_attr *a = &n->attr.pool;
-	const graph_value *x = val(g, n, 0);
+	const graph_value *x = engine_ref_val(g, n, 0);
 	df_err err;
 	if ((err = check_attr(n, "kernel_shape", a->kernel, 2, 1)) ||
 	    (err = check_attr(n, "strides", a->strides, 2, 1)) ||
@@ -240,7 +215,8 @@ static df_err check_pool(const graph *g, const graph_node *n, shape *s)
 				      a->ceil_mode, &o[ax])))
 			return err;
 		for (int64_t i = 0; i < o[ax]; i++)
-			if (taps_inside(i * st - pb, k, d, 0, in) == 0)
+			if (engine_ref_taps_inside(i * st - pb, k, d, 0, in) ==
+			    0)
 				return NODE_ERR(DF_ENOTSUP, n,
 						"window %lld along dim %d covers "
 						"only padding",
@@ -254,9 +230,11 @@ static df_err check_pool(const graph *g, const graph_node *n, shape *s)
 	return DF_OK;
 }
 
-static df_err check_gemm(const graph *g, const graph_node *n, shape *s)
+static df_err check_gemm(const graph *g, const graph_node *n,
+                         engine_ref_shape *s)
 {
-	const graph_value *x = val(g, n, 0), *w = val(g, n, 1);
+	const graph_value *x = engine_ref_val(g, n, 0),
+	                  *w = engine_ref_val(g, n, 1);
 	if (!n->attr.gemm.trans_b)
 		return NODE_ERR(DF_EINVAL, n, "%s",
 				"not canonical (trans_b must be set, W [N,K])");
@@ -265,11 +243,13 @@ static df_err check_gemm(const graph *g, const graph_node *n, shape *s)
 				w->ndim);
 	int64_t nn = w->dims[0], k = w->dims[1];
 	if (n->n_inputs > 2 && n->inputs[2] >= 0 &&
-	    prod(val(g, n, 2)->dims, 0, val(g, n, 2)->ndim) != nn)
-		return NODE_ERR(DF_EINVAL, n, "bias has %lld values, expected %lld",
-				(long long)prod(val(g, n, 2)->dims, 0,
-						val(g, n, 2)->ndim),
-				(long long)nn);
+	    engine_ref_prod(engine_ref_val(g, n, 2)->dims, 0,
+	                    engine_ref_val(g, n, 2)->ndim) != nn)
+		return NODE_ERR(
+		    DF_EINVAL, n, "bias has %lld values, expected %lld",
+		    (long long)engine_ref_prod(engine_ref_val(g, n, 2)->dims, 0,
+		                               engine_ref_val(g, n, 2)->ndim),
+		    (long long)nn);
 	if (n->attr.gemm.trans_a) {
 		if (x->ndim != 2 || x->dims[0] != k)
 			return NODE_ERR(DF_EINVAL, n,
@@ -289,17 +269,9 @@ static df_err check_gemm(const graph *g, const graph_node *n, shape *s)
 	return DF_OK;
 }
 
-/* MatMul geometry shared by the check and the kernel. */
-typedef struct mm_geom {
-	int64_t m, k, n;
-	int nb;                          /* batch rank of the output */
-	int64_t bdims[TENSOR_MAX_DIMS];  /* output batch dims */
-	int64_t astr[TENSOR_MAX_DIMS];   /* A matrix stride per batch dim */
-	int64_t bstr[TENSOR_MAX_DIMS];   /* B matrix stride per batch dim */
-} mm_geom;
-
-static df_err mm_plan(const graph_node *n, const graph_value *a,
-		      const graph_value *b, mm_geom *mg, shape *s)
+df_err engine_ref_mm_plan(const graph_node *n, const graph_value *a,
+                          const graph_value *b, engine_ref_mm_geom *mg,
+                          engine_ref_shape *s)
 {
 	if (a->ndim < 1 || b->ndim < 1)
 		return NODE_ERR(DF_EINVAL, n, "%s", "MatMul of a scalar");
@@ -312,7 +284,7 @@ static df_err mm_plan(const graph_node *n, const graph_value *a,
 		return NODE_ERR(DF_EINVAL, n, "inner dims differ (%lld vs %lld)",
 				(long long)mg->k, (long long)k2);
 	int na = ra > 2 ? ra - 2 : 0, nbb = rb > 2 ? rb - 2 : 0;
-	shape bs;
+	engine_ref_shape bs;
 	df_err err = broadcast_shape(n, na, nbb, a->dims, b->dims, &bs);
 	if (err)
 		return err;
@@ -337,16 +309,17 @@ static df_err mm_plan(const graph_node *n, const graph_value *a,
 	return DF_OK;
 }
 
-static df_err check_concat(const graph *g, const graph_node *n, shape *s)
+static df_err check_concat(const graph *g, const graph_node *n,
+                           engine_ref_shape *s)
 {
-	const graph_value *x = val(g, n, 0);
+	const graph_value *x = engine_ref_val(g, n, 0);
 	int64_t axis = n->attr.axis.axis;
 	if (axis < 0 || axis >= x->ndim)
 		return NODE_ERR(DF_EINVAL, n, "axis %lld outside 0..%d",
 				(long long)axis, x->ndim - 1);
 	shape_copy(s, x);
 	for (int i = 1; i < n->n_inputs; i++) {
-		const graph_value *y = val(g, n, i);
+		const graph_value *y = engine_ref_val(g, n, i);
 		bool ok = y->ndim == x->ndim;
 		for (int d = 0; ok && d < x->ndim; d++)
 			ok = d == axis || y->dims[d] == x->dims[d];
@@ -391,10 +364,10 @@ static void input_range(graph_op op, int *lo, int *hi)
 
 /* Computes the output shape of n into s and checks everything the kernel
  * relies on. */
-static df_err check_op(const graph *g, const graph_node *n, shape *s,
-		       size_t *scratch)
+static df_err check_op(const graph *g, const graph_node *n, engine_ref_shape *s,
+                       size_t *scratch)
 {
-	const graph_value *x = val(g, n, 0);
+	const graph_value *x = engine_ref_val(g, n, 0);
 	*scratch = 0;
 	switch (n->op) {
 	case GRAPH_OP_CONV:
@@ -402,8 +375,9 @@ static df_err check_op(const graph *g, const graph_node *n, shape *s,
 	case GRAPH_OP_GEMM:
 		return check_gemm(g, n, s);
 	case GRAPH_OP_MATMUL: {
-		mm_geom mg;
-		df_err err = mm_plan(n, x, val(g, n, 1), &mg, s);
+		engine_ref_mm_geom mg;
+		df_err err =
+		    engine_ref_mm_plan(n, x, engine_ref_val(g, n, 1), &mg, s);
 		if (!err)
 			*scratch = (size_t)mg.n;
 		return err;
@@ -413,13 +387,15 @@ static df_err check_op(const graph *g, const graph_node *n, shape *s,
 			return NODE_ERR(DF_EINVAL, n, "input has rank %d, expected >= 2",
 					x->ndim);
 		for (int k = 1; k < 3; k++) {
-			const graph_value *p = val(g, n, k);
-			if (prod(p->dims, 0, p->ndim) != x->dims[1])
-				return NODE_ERR(DF_EINVAL, n,
-						"'%s' has %lld values, expected %lld",
-						value_name(g, n->inputs[k]),
-						(long long)prod(p->dims, 0, p->ndim),
-						(long long)x->dims[1]);
+			const graph_value *p = engine_ref_val(g, n, k);
+			if (engine_ref_prod(p->dims, 0, p->ndim) != x->dims[1])
+				return NODE_ERR(
+				    DF_EINVAL, n,
+				    "'%s' has %lld values, expected %lld",
+				    value_name(g, n->inputs[k]),
+				    (long long)engine_ref_prod(p->dims, 0,
+				                               p->ndim),
+				    (long long)x->dims[1]);
 		}
 		shape_copy(s, x);
 		return DF_OK;
@@ -443,7 +419,7 @@ static df_err check_op(const graph *g, const graph_node *n, shape *s,
 		return DF_OK;
 	case GRAPH_OP_ADD:
 	case GRAPH_OP_MUL: {
-		const graph_value *y = val(g, n, 1);
+		const graph_value *y = engine_ref_val(g, n, 1);
 		df_err err = broadcast_shape(n, x->ndim, y->ndim, x->dims, y->dims,
 					     s);
 		return err;
@@ -453,11 +429,13 @@ static df_err check_op(const graph *g, const graph_node *n, shape *s,
 	case GRAPH_OP_FLATTEN:
 	case GRAPH_OP_RESHAPE: {
 		const graph_value *o = &g->values[n->output];
-		if (prod(o->dims, 0, o->ndim) != prod(x->dims, 0, x->ndim))
-			return NODE_ERR(DF_EINVAL, n,
-					"output has %lld elements, input %lld",
-					(long long)prod(o->dims, 0, o->ndim),
-					(long long)prod(x->dims, 0, x->ndim));
+		if (engine_ref_prod(o->dims, 0, o->ndim) !=
+		    engine_ref_prod(x->dims, 0, x->ndim))
+			return NODE_ERR(
+			    DF_EINVAL, n,
+			    "output has %lld elements, input %lld",
+			    (long long)engine_ref_prod(o->dims, 0, o->ndim),
+			    (long long)engine_ref_prod(x->dims, 0, x->ndim));
 		shape_copy(s, o);
 		return DF_OK;
 	}
@@ -533,7 +511,7 @@ static df_err check_node(const graph *g, const bool *is_input, int i,
 				"output '%s' is a constant, a graph input or "
 				"produced elsewhere",
 				value_name(g, o));
-	shape s;
+	engine_ref_shape s;
 	df_err err = check_op(g, n, &s, scratch);
 	if (err)
 		return err;
@@ -577,430 +555,6 @@ static df_err check_node(const graph *g, const bool *is_input, int i,
 	return DF_OK;
 }
 
-/* ---------------------------------------------------------------- kernels */
-
-static float act_apply(graph_act act, float alpha, float beta, float v)
-{
-	switch (act) {
-	case GRAPH_ACT_RELU:
-		return v < 0.0f ? 0.0f : v; /* NaN stays NaN */
-	case GRAPH_ACT_CLIP:
-		/* fmaxf/fminf would drop NaN; ONNX Clip propagates it. */
-		if (v < alpha)
-			v = alpha;
-		if (v > beta)
-			v = beta;
-		return v;
-	case GRAPH_ACT_LEAKYRELU:
-		return v >= 0.0f ? v : alpha * v;
-	case GRAPH_ACT_SIGMOID:
-		if (v >= 0.0f)
-			return (float)(1.0 / (1.0 + exp(-(double)v)));
-		else {
-			double e = exp((double)v);
-			return (float)(e / (1.0 + e));
-		}
-	default:
-		return v;
-	}
-}
-
-static void act_run(graph_act act, float alpha, float beta, const float *x,
-		    float *y, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		y[i] = act_apply(act, alpha, beta, x[i]);
-}
-
-static void conv_run(const graph *g, const graph_node *n, float *const *buf,
-		     float *y, double *acc)
-{
-	const graph_conv_attr *a = &n->attr.conv;
-	const graph_value *xv = val(g, n, 0), *wv = val(g, n, 1);
-	const float *x = buf[n->inputs[0]], *w = buf[n->inputs[1]];
-	const float *bias = n->n_inputs > 2 && n->inputs[2] >= 0
-				    ? buf[n->inputs[2]]
-				    : NULL;
-	const graph_value *yv = &g->values[n->output];
-	int64_t N = xv->dims[0], C = xv->dims[1], H = xv->dims[2],
-		W = xv->dims[3];
-	int64_t M = wv->dims[0], KH = a->kernel[0], KW = a->kernel[1];
-	int64_t OH = yv->dims[2], OW = yv->dims[3];
-	int64_t sh = a->strides[0], sw = a->strides[1];
-	int64_t dh = a->dilations[0], dw = a->dilations[1];
-	int64_t pt = a->pads[0], pl = a->pads[1];
-	int64_t cg = C / a->group, mg = M / a->group;
-
-	for (int64_t b = 0; b < N; b++) {
-		for (int64_t m = 0; m < M; m++) {
-			int64_t grp = m / mg;
-			double b0 = bias ? bias[m] : 0.0;
-			for (int64_t i = 0; i < OH * OW; i++)
-				acc[i] = b0;
-			for (int64_t c = 0; c < cg; c++) {
-				const float *xp =
-					x + ((b * C + grp * cg + c) * H) * W;
-				const float *wp = w + ((m * cg + c) * KH) * KW;
-				for (int64_t kh = 0; kh < KH; kh++) {
-					for (int64_t kw = 0; kw < KW; kw++) {
-						double wt = wp[kh * KW + kw];
-						/* ow range whose iw = ow*sw - pl
-						 * + kw*dw lies in [0, W). */
-						int64_t off = kw * dw - pl;
-						int64_t ow0 = off >= 0
-							? 0 : (-off + sw - 1) / sw;
-						int64_t ow1 = W - off <= 0
-							? 0 : (W - off + sw - 1) / sw;
-						if (ow1 > OW)
-							ow1 = OW;
-						for (int64_t oh = 0; oh < OH; oh++) {
-							int64_t ih = oh * sh - pt + kh * dh;
-							if (ih < 0 || ih >= H)
-								continue;
-							const float *row = xp + ih * W;
-							double *ar = acc + oh * OW;
-							for (int64_t ow = ow0; ow < ow1; ow++)
-								ar[ow] += wt * row[ow * sw + off];
-						}
-					}
-				}
-			}
-			float *yp = y + (b * M + m) * OH * OW;
-			for (int64_t i = 0; i < OH * OW; i++)
-				yp[i] = (float)acc[i];
-		}
-	}
-}
-
-static void gemm_run(const graph *g, const graph_node *n, float *const *buf,
-		     float *y)
-{
-	const graph_value *xv = val(g, n, 0), *wv = val(g, n, 1);
-	const float *x = buf[n->inputs[0]], *w = buf[n->inputs[1]];
-	const float *bias = n->n_inputs > 2 && n->inputs[2] >= 0
-				    ? buf[n->inputs[2]]
-				    : NULL;
-	int64_t N = wv->dims[0], K = wv->dims[1];
-	bool ta = n->attr.gemm.trans_a;
-	int64_t M = ta ? xv->dims[1] : prod(xv->dims, 0, xv->ndim - 1);
-	for (int64_t i = 0; i < M; i++) {
-		for (int64_t j = 0; j < N; j++) {
-			const float *wr = w + j * K;
-			double s = bias ? bias[j] : 0.0;
-			if (ta)
-				for (int64_t k = 0; k < K; k++)
-					s += (double)x[k * M + i] * wr[k];
-			else
-				for (int64_t k = 0; k < K; k++)
-					s += (double)x[i * K + k] * wr[k];
-			y[i * N + j] = (float)s;
-		}
-	}
-}
-
-static void matmul_run(const graph *g, const graph_node *n, float *const *buf,
-		       float *y, double *acc)
-{
-	mm_geom mg;
-	shape s;
-	(void)mm_plan(n, val(g, n, 0), val(g, n, 1), &mg, &s); /* checked */
-	const float *a = buf[n->inputs[0]], *b = buf[n->inputs[1]];
-	int64_t M = mg.m, K = mg.k, N = mg.n;
-	int64_t batches = prod(mg.bdims, 0, mg.nb);
-	int64_t idx[TENSOR_MAX_DIMS] = {0};
-	for (int64_t bt = 0; bt < batches; bt++) {
-		int64_t ao = 0, bo = 0;
-		for (int d = 0; d < mg.nb; d++) {
-			ao += idx[d] * mg.astr[d];
-			bo += idx[d] * mg.bstr[d];
-		}
-		const float *ap = a + ao * M * K, *bp = b + bo * K * N;
-		float *yp = y + bt * M * N;
-		for (int64_t i = 0; i < M; i++) {
-			for (int64_t j = 0; j < N; j++)
-				acc[j] = 0.0;
-			for (int64_t k = 0; k < K; k++) {
-				double av = ap[i * K + k];
-				const float *br = bp + k * N;
-				for (int64_t j = 0; j < N; j++)
-					acc[j] += av * br[j];
-			}
-			for (int64_t j = 0; j < N; j++)
-				yp[i * N + j] = (float)acc[j];
-		}
-		for (int d = mg.nb - 1; d >= 0; d--) {
-			if (++idx[d] < mg.bdims[d])
-				break;
-			idx[d] = 0;
-		}
-	}
-}
-
-static void batchnorm_run(const graph *g, const graph_node *n,
-			  float *const *buf, float *y)
-{
-	const graph_value *xv = val(g, n, 0);
-	const float *x = buf[n->inputs[0]];
-	const float *sc = buf[n->inputs[1]], *sh = buf[n->inputs[2]];
-	int64_t N = xv->dims[0], C = xv->dims[1];
-	int64_t inner = prod(xv->dims, 2, xv->ndim);
-	for (int64_t b = 0; b < N; b++)
-		for (int64_t c = 0; c < C; c++) {
-			size_t base = (size_t)((b * C + c) * inner);
-			for (int64_t i = 0; i < inner; i++)
-				y[base + i] = x[base + i] * sc[c] + sh[c];
-		}
-}
-
-static void pool_run(const graph *g, const graph_node *n, float *const *buf,
-		     float *y)
-{
-	const graph_pool_attr *a = &n->attr.pool;
-	const graph_value *xv = val(g, n, 0), *yv = &g->values[n->output];
-	const float *x = buf[n->inputs[0]];
-	bool is_max = n->op == GRAPH_OP_MAXPOOL;
-	int64_t NC = xv->dims[0] * xv->dims[1], H = xv->dims[2],
-		W = xv->dims[3];
-	int64_t OH = yv->dims[2], OW = yv->dims[3];
-	int64_t KH = a->kernel[0], KW = a->kernel[1];
-	int64_t sh = a->strides[0], sw = a->strides[1];
-	int64_t dh = a->dilations[0], dw = a->dilations[1];
-	int64_t pt = a->pads[0], pl = a->pads[1], pb = a->pads[2],
-		pr = a->pads[3];
-	for (int64_t p = 0; p < NC; p++) {
-		const float *xp = x + p * H * W;
-		float *yp = y + p * OH * OW;
-		for (int64_t oh = 0; oh < OH; oh++) {
-			int64_t h0 = oh * sh - pt;
-			for (int64_t ow = 0; ow < OW; ow++) {
-				int64_t w0 = ow * sw - pl;
-				double sum = 0.0;
-				float mx = -INFINITY;
-				for (int64_t kh = 0; kh < KH; kh++) {
-					int64_t ih = h0 + kh * dh;
-					if (ih < 0 || ih >= H)
-						continue;
-					for (int64_t kw = 0; kw < KW; kw++) {
-						int64_t iw = w0 + kw * dw;
-						if (iw < 0 || iw >= W)
-							continue;
-						float v = xp[ih * W + iw];
-						sum += v;
-						if (v > mx || isnan(v))
-							mx = isnan(mx) ? mx : v;
-					}
-				}
-				if (is_max) {
-					yp[oh * OW + ow] = mx;
-					continue;
-				}
-				int64_t cnt;
-				if (a->count_include_pad)
-					cnt = taps_inside(h0, KH, dh, -pt, H + pb) *
-					      taps_inside(w0, KW, dw, -pl, W + pr);
-				else
-					cnt = taps_inside(h0, KH, dh, 0, H) *
-					      taps_inside(w0, KW, dw, 0, W);
-				yp[oh * OW + ow] = (float)(sum / (double)cnt);
-			}
-		}
-	}
-}
-
-static void gap_run(const graph *g, const graph_node *n, float *const *buf,
-		    float *y)
-{
-	const graph_value *xv = val(g, n, 0);
-	const float *x = buf[n->inputs[0]];
-	int64_t NC = xv->dims[0] * xv->dims[1];
-	int64_t inner = prod(xv->dims, 2, xv->ndim);
-	for (int64_t p = 0; p < NC; p++) {
-		double s = 0.0;
-		for (int64_t i = 0; i < inner; i++)
-			s += x[p * inner + i];
-		y[p] = inner > 0 ? (float)(s / (double)inner) : NAN;
-	}
-}
-
-static void binary_run(const graph *g, const graph_node *n, float *const *buf,
-		       float *y)
-{
-	const graph_value *av = val(g, n, 0), *bv = val(g, n, 1);
-	const graph_value *yv = &g->values[n->output];
-	const float *a = buf[n->inputs[0]], *b = buf[n->inputs[1]];
-	bool mul = n->op == GRAPH_OP_MUL;
-	int r = yv->ndim;
-	int64_t od[TENSOR_MAX_DIMS], as[TENSOR_MAX_DIMS], bs[TENSOR_MAX_DIMS];
-	int64_t sa = 1, sb = 1;
-	for (int i = r - 1; i >= 0; i--) {
-		int ia = i - (r - av->ndim), ib = i - (r - bv->ndim);
-		int64_t da = ia >= 0 ? av->dims[ia] : 1;
-		int64_t db = ib >= 0 ? bv->dims[ib] : 1;
-		od[i] = yv->dims[i];
-		as[i] = da == 1 ? 0 : sa;
-		bs[i] = db == 1 ? 0 : sb;
-		sa *= da;
-		sb *= db;
-	}
-	size_t total = (size_t)prod(yv->dims, 0, r);
-	if (total == 0)
-		return;
-	if (r == 0) {
-		y[0] = mul ? a[0] * b[0] : a[0] + b[0];
-		return;
-	}
-	/* Walk the output row by row (last dim inner), with per-input offsets
-	 * advanced by an odometer over the outer dims. */
-	int64_t last = od[r - 1], ia = as[r - 1], ib = bs[r - 1];
-	int64_t idx[TENSOR_MAX_DIMS] = {0};
-	size_t rows = total / (size_t)last;
-	for (size_t row = 0; row < rows; row++) {
-		int64_t ao = 0, bo = 0;
-		for (int d = 0; d < r - 1; d++) {
-			ao += idx[d] * as[d];
-			bo += idx[d] * bs[d];
-		}
-		float *yr = y + row * (size_t)last;
-		if (mul)
-			for (int64_t j = 0; j < last; j++)
-				yr[j] = a[ao + j * ia] * b[bo + j * ib];
-		else
-			for (int64_t j = 0; j < last; j++)
-				yr[j] = a[ao + j * ia] + b[bo + j * ib];
-		for (int d = r - 2; d >= 0; d--) {
-			if (++idx[d] < od[d])
-				break;
-			idx[d] = 0;
-		}
-	}
-}
-
-static void concat_run(const graph *g, const graph_node *n, float *const *buf,
-		       float *y)
-{
-	const graph_value *yv = &g->values[n->output];
-	int64_t axis = n->attr.axis.axis;
-	int64_t outer = prod(yv->dims, 0, (int)axis);
-	int64_t ychunk = prod(yv->dims, (int)axis, yv->ndim);
-	int64_t off = 0;
-	for (int i = 0; i < n->n_inputs; i++) {
-		const graph_value *xv = val(g, n, i);
-		const float *x = buf[n->inputs[i]];
-		int64_t chunk = prod(xv->dims, (int)axis, xv->ndim);
-		if (chunk > 0)
-			for (int64_t o = 0; o < outer; o++)
-				memcpy(y + o * ychunk + off, x + o * chunk,
-				       (size_t)chunk * sizeof *y);
-		off += chunk;
-	}
-}
-
-static void softmax_run(const graph *g, const graph_node *n, float *const *buf,
-			float *y)
-{
-	const graph_value *xv = val(g, n, 0);
-	const float *x = buf[n->inputs[0]];
-	int ax = (int)n->attr.axis.axis;
-	int64_t outer = prod(xv->dims, 0, ax);
-	int64_t len, inner;
-	if (n->attr.axis.legacy) {
-		len = prod(xv->dims, ax, xv->ndim);
-		inner = 1;
-	} else {
-		len = xv->dims[ax];
-		inner = prod(xv->dims, ax + 1, xv->ndim);
-	}
-	for (int64_t o = 0; o < outer; o++) {
-		for (int64_t i = 0; i < inner; i++) {
-			const float *xp = x + o * len * inner + i;
-			float *yp = y + o * len * inner + i;
-			float mx = -INFINITY;
-			for (int64_t k = 0; k < len; k++)
-				if (xp[k * inner] > mx)
-					mx = xp[k * inner];
-			double s = 0.0;
-			for (int64_t k = 0; k < len; k++)
-				s += exp((double)xp[k * inner] - mx);
-			for (int64_t k = 0; k < len; k++)
-				yp[k * inner] =
-					(float)(exp((double)xp[k * inner] - mx) / s);
-		}
-	}
-}
-
-/* Runs node n's op (not its post-ops) into y. */
-static void op_run(const graph *g, const graph_node *n, float *const *buf,
-		   float *y, size_t ny, double *scratch)
-{
-	const float *x = buf[n->inputs[0]];
-	switch (n->op) {
-	case GRAPH_OP_CONV:
-		conv_run(g, n, buf, y, scratch);
-		return;
-	case GRAPH_OP_GEMM:
-		gemm_run(g, n, buf, y);
-		return;
-	case GRAPH_OP_MATMUL:
-		matmul_run(g, n, buf, y, scratch);
-		return;
-	case GRAPH_OP_BATCHNORM:
-		batchnorm_run(g, n, buf, y);
-		return;
-	case GRAPH_OP_RELU:
-		act_run(GRAPH_ACT_RELU, 0, 0, x, y, ny);
-		return;
-	case GRAPH_OP_CLIP:
-		act_run(GRAPH_ACT_CLIP, n->attr.clip.lo, n->attr.clip.hi, x, y,
-			ny);
-		return;
-	case GRAPH_OP_LEAKYRELU:
-		act_run(GRAPH_ACT_LEAKYRELU, n->attr.leaky.alpha, 0, x, y, ny);
-		return;
-	case GRAPH_OP_SIGMOID:
-		act_run(GRAPH_ACT_SIGMOID, 0, 0, x, y, ny);
-		return;
-	case GRAPH_OP_MAXPOOL:
-	case GRAPH_OP_AVGPOOL:
-		pool_run(g, n, buf, y);
-		return;
-	case GRAPH_OP_GLOBALAVGPOOL:
-		gap_run(g, n, buf, y);
-		return;
-	case GRAPH_OP_ADD:
-	case GRAPH_OP_MUL:
-		binary_run(g, n, buf, y);
-		return;
-	case GRAPH_OP_CONCAT:
-		concat_run(g, n, buf, y);
-		return;
-	case GRAPH_OP_FLATTEN:
-	case GRAPH_OP_RESHAPE:
-		if (ny > 0)
-			memcpy(y, x, ny * sizeof *y);
-		return;
-	case GRAPH_OP_SOFTMAX:
-		softmax_run(g, n, buf, y);
-		return;
-	default:
-		return; /* rejected by check_node */
-	}
-}
-
-static void postops_run(const graph_node *n, float *const *buf, float *y,
-			size_t ny)
-{
-	for (int p = 0; p < n->n_postops; p++) {
-		const graph_postop *po = &n->postops[p];
-		if (po->kind == GRAPH_POSTOP_ACT) {
-			act_run(po->act, po->alpha, po->beta, y, y, ny);
-		} else {
-			const float *o = buf[po->operand];
-			for (size_t i = 0; i < ny; i++)
-				y[i] += o[i];
-		}
-	}
-}
-
 /* ------------------------------------------------------------ the engine */
 
 static void *alloc_floats(size_t n)
@@ -1039,8 +593,8 @@ static df_err ref_run(engine *e, const tensor *const *inputs,
 		}
 		buf[n->output] = y;
 		owned[n->output] = true;
-		op_run(g, n, buf, y, ny, scratch);
-		postops_run(n, buf, y, ny);
+		engine_ref_ops_run(g, n, buf, y, ny, scratch);
+		engine_ref_ops_postops_run(n, buf, y, ny);
 		/* Free what no later node reads. */
 		for (int k = 0; k < n->n_inputs + n->n_postops; k++) {
 			int v = k < n->n_inputs

@@ -18,6 +18,10 @@
 
 #include "log.h"
 
+/* Read and write chunk of stage calls: tensors are 10 KB..4 MB, so large
+ * chunks mean few syscalls and callbacks (libcurl's defaults are 16/64 KB). */
+#define HTTP_CLIENT_IO_BUFFER (512L * 1024)
+
 typedef struct call_slot {
 	CURL *easy;
 	wire_buf req;                /* encoded request */
@@ -354,6 +358,8 @@ static df_err prepare_call(http_client *c, call_slot *s, runner_call *call,
 	    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout) ||
 	    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, connect) ||
 	    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L) ||
+	    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, HTTP_CLIENT_IO_BUFFER) ||
+	    curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, HTTP_CLIENT_IO_BUFFER) ||
 	    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, s->errbuf) ||
 	    curl_easy_setopt(e, CURLOPT_PRIVATE, (void *)s))
 		return df_errf(DF_EINTERNAL, "curl_easy_setopt failed");

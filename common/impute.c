@@ -12,6 +12,7 @@
 #include "impute.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -439,8 +440,12 @@ df_err impute_recon_fit(const impute_stats *s, const stage_plan *p,
 		return df_errf(DF_EINVAL, "calibration statistics not finished");
 	if (s->n_stages != p->n_stages || m->n_stages != p->n_stages)
 		return df_errf(DF_EINVAL, "statistics, plan and map disagree on stages");
-	if (max_fail < 0 || max_fail > 3 || m->n_devices > 63)
-		return df_errf(DF_EINVAL, "recon fit: max_fail must be 0..3");
+	if (max_fail < 0 || max_fail > 3)
+		return df_errf(DF_EINVAL, "recon fit: max_fail must be 0..3, got %d",
+			       max_fail);
+	if (m->n_devices > 63)
+		return df_errf(DF_EINVAL, "recon fit: at most 63 devices, got %d",
+			       m->n_devices);
 	impute_recon *r = calloc(1, sizeof *r);
 	if (!r)
 		return DF_ENOMEM;
@@ -455,12 +460,17 @@ df_err impute_recon_fit(const impute_stats *s, const stage_plan *p,
 			err = DF_ENOMEM;
 			break;
 		}
-		/* every device set of size 1..max_fail, as a bitmask */
-		for (uint64_t mask = 1; mask < (1ULL << nd) && !err; mask++) {
-			if (__builtin_popcountll(mask) > max_fail)
-				continue;
-			lost_neurons(m, ps, mask, miss);
-			err = fit_one(&s->st[st], st, miss, r);
+		/* every device set of size 1..max_fail (enumerated, not a scan
+		 * of all 2^n masks: 40 devices must stay cheap) */
+		for (int k = 1; k <= max_fail && k <= nd && !err; k++) {
+			uint64_t *masks = NULL;
+			size_t count = 0;
+			err = partition_device_sets(nd, k, SIZE_MAX, 0, &masks, &count);
+			for (size_t i = 0; i < count && !err; i++) {
+				lost_neurons(m, ps, masks[i], miss);
+				err = fit_one(&s->st[st], st, miss, r);
+			}
+			free(masks);
 		}
 		free(miss);
 	}
@@ -493,8 +503,9 @@ df_err impute_apply(impute_mode mode, const impute_stats *s,
 {
 	if (fell_back)
 		*fell_back = false;
-	if (t->dtype != TENSOR_F32 || t->ndim < 2 || t->dims[0] != 1)
-		return df_errf(DF_EINVAL, "impute: stage output must be [1, C, ...]");
+	if (t->dtype != TENSOR_F32 || t->ndim < 2 || t->dims[0] != 1 ||
+	    t->dims[1] < 1)
+		return df_errf(DF_EINVAL, "impute: stage output must be [1, C, ...] with C >= 1");
 	const size_t c = (size_t)t->dims[1], hw = t->numel / c;
 	float *x = tensor_f32(t);
 	if (mode != IMPUTE_ZERO &&

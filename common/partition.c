@@ -7,11 +7,16 @@
  * since all neurons of a stage cost the same (stage.h), per-device primary
  * MACs and weight bytes differ by at most one neuron per stage. Replicas
  * (robustdice, random) go to the device holding the fewest replicas of the
- * stage so far, so replica counts per stage also differ by at most one.
- * Sequential/layerwise/full put replicas on the next device(s) in ring
- * order, which is balanced for sequential and full by construction.
- * Layerwise is the pipeline baseline: whole stages per device, balanced only
- * as well as contiguous runs of stages allow.
+ * stage so far, then a repair pass moves replicas from the fullest to the
+ * emptiest device until per-stage replica counts differ by at most one, or
+ * no move is legal (a replica never sits on its primary's device: with 2
+ * devices every replica must go to the other one, so counts follow the
+ * primaries of the replicated neurons). Sequential, layerwise and full put
+ * replicas on the next device(s) in ring order (the classic neighbour
+ * backup), so their replica counts follow the replicated neurons'
+ * primaries: within 2 per stage for sequential and full. Layerwise is the
+ * pipeline baseline: whole stages per device, balanced only as well as
+ * contiguous runs of stages allow.
  */
 #include "partition.h"
 
@@ -117,7 +122,10 @@ typedef struct scored {
 static int cmp_scored(const void *a, const void *b)
 {
 	const scored *x = a, *y = b;
-	if (x->score != y->score)
+	bool xn = isnan(x->score), yn = isnan(y->score);
+	if (xn != yn)
+		return xn ? 1 : -1; /* NaN scores (broken weights) last */
+	if (!xn && x->score != y->score)
 		return x->score < y->score ? 1 : -1;
 	return (x->id > y->id) - (x->id < y->id);
 }
@@ -151,6 +159,44 @@ static void place_least_loaded(partition_stage *ps, int copies, int n_dev,
 		rep[c] = best;
 		if (best >= 0)
 			stage_replicas[best]++;
+	}
+}
+
+/* Moves replicas of a stage from its fullest to its emptiest devices
+ * until the counts differ by at most one or no move is legal. */
+static void rebalance_replicas(partition_stage *ps, int copies, int n_dev,
+			       int64_t *count)
+{
+	const int reps = copies - 1;
+	const int64_t n = ps->n_neurons;
+	for (int64_t guard = 0; guard < n * reps + 1; guard++) {
+		bool moved = false;
+		for (int hi = 0; hi < n_dev && !moved; hi++) {
+			for (int lo = 0; lo < n_dev && !moved; lo++) {
+				if (count[hi] - count[lo] <= 1)
+					continue;
+				for (int64_t i = 0; i < n && !moved; i++) {
+					int32_t *rep = &ps->replicas[i * reps];
+					if (ps->primary[i] == lo)
+						continue;
+					int slot = -1;
+					bool has_lo = false;
+					for (int c = 0; c < reps; c++) {
+						if (rep[c] == hi)
+							slot = c;
+						has_lo |= rep[c] == lo;
+					}
+					if (slot < 0 || has_lo)
+						continue;
+					rep[slot] = lo;
+					count[hi]--;
+					count[lo]++;
+					moved = true;
+				}
+			}
+		}
+		if (!moved)
+			return;
 	}
 }
 
@@ -214,7 +260,7 @@ static void layerwise_devices(const stage_plan *plan, const bool *dist,
 
 static df_err fill_stage(const graph *g, const stage_plan *plan, int s,
 			 const partition_params *pp, int copies, int layer_dev,
-			 partition_stage *ps, uint64_t *rng)
+			 bool logits, partition_stage *ps, uint64_t *rng)
 {
 	const int n_dev = pp->n_devices;
 	const int64_t n = ps->n_neurons;
@@ -236,7 +282,7 @@ static df_err fill_stage(const graph *g, const stage_plan *plan, int s,
 	for (int64_t i = 0; i < n * (copies - 1); i++)
 		ps->replicas[i] = -1;
 
-	double ratio = pp->method == PARTITION_FULL ? 1.0
+	double ratio = pp->method == PARTITION_FULL || logits ? 1.0
 		     : pp->stage_ratio ? pp->stage_ratio[s] : pp->ratio;
 	int64_t k = copies > 1 ? replica_budget(ratio, n) : 0;
 
@@ -296,15 +342,18 @@ static df_err fill_stage(const graph *g, const stage_plan *plan, int s,
 	if (pp->method != PARTITION_ROBUSTDICE)
 		pick_blind(chosen, n, k, pp->method == PARTITION_RANDOM, rng, perm);
 
+	bool least = pp->method == PARTITION_RANDOM ||
+		     pp->method == PARTITION_ROBUSTDICE;
 	for (int64_t i = 0; i < n; i++) {
 		if (!chosen[i])
 			continue;
-		if (pp->method == PARTITION_RANDOM ||
-		    pp->method == PARTITION_ROBUSTDICE)
+		if (least)
 			place_least_loaded(ps, copies, n_dev, i, stage_replicas);
 		else
 			place_ring(ps, copies, n_dev, i);
 	}
+	if (least && copies > 1)
+		rebalance_replicas(ps, copies, n_dev, stage_replicas);
 out:
 	free(order);
 	free(chosen);
@@ -327,6 +376,10 @@ df_err partition_create(const graph *g, const stage_plan *plan,
 			       PARTITION_MAX_COPIES, pp->copies);
 	if ((unsigned)pp->method >= PARTITION_METHOD_COUNT)
 		return df_errf(DF_EINVAL, "unknown method %d", (int)pp->method);
+	if (pp->method == PARTITION_ROBUSTDICE &&
+	    pp->score == PARTITION_SCORE_ACT && !pp->scores)
+		return df_errf(DF_EINVAL,
+			       "score 'act' needs activation scores from calibration images");
 
 	df_err err = DF_OK;
 	int *layer_dev = NULL;
@@ -363,25 +416,43 @@ df_err partition_create(const graph *g, const stage_plan *plan,
 			id = pp->device_ids[d];
 		else
 			snprintf(name, sizeof name, "d%d", d);
+		if (!id || !*id) {
+			err = df_errf(DF_EINVAL, "device %d has no id", d);
+			goto out;
+		}
 		m->devices[d] = strdup(id);
 		if (!m->devices[d]) {
 			err = DF_ENOMEM;
 			goto out;
 		}
 	}
-	int last = pp->gateway_last ? logits_stage(plan) : -1;
+	/* The logits stage is never left unprotected: on the gateway, or
+	 * (gateway_last off) every neuron replicated. */
+	int logits = logits_stage(plan);
+	if (!pp->gateway_last && logits >= 0 && copies < 2) {
+		err = df_errf(DF_EINVAL,
+			      "the logits stage must run on the gateway or have every neuron replicated (needs copies >= 2 and 2 devices)");
+		goto out;
+	}
+	int last = pp->gateway_last ? logits : -1;
 	for (int s = 0; s < plan->n_stages; s++) {
 		const stage *st = &plan->stages[s];
 		m->stages[s].n_neurons = st->kind == STAGE_NEURON ? st->n_neurons : 0;
 		dist[s] = st->kind == STAGE_NEURON && s != last;
 		m->stages[s].on_gateway = !dist[s];
+		if (pp->stage_ratio && dist[s] &&
+		    !(pp->stage_ratio[s] >= 0 && pp->stage_ratio[s] <= 1)) {
+			err = df_errf(DF_EINVAL, "stage %d: ratio %g outside [0,1]", s,
+				      pp->stage_ratio[s]);
+			goto out;
+		}
 	}
 	layerwise_devices(plan, dist, pp->n_devices, layer_dev);
 	uint64_t rng = pp->seed ^ 0x64696365666c6565ULL; /* "diceflee" */
 	for (int s = 0; s < plan->n_stages && !err; s++)
 		if (dist[s])
 			err = fill_stage(g, plan, s, pp, copies, layer_dev[s],
-					 &m->stages[s], &rng);
+					 s == logits, &m->stages[s], &rng);
 	if (!err)
 		err = partition_validate(m, plan);
 out:
@@ -545,6 +616,59 @@ df_err partition_held(const partition_map *m, int s, int d, int32_t **ids,
 	return DF_OK;
 }
 
+df_err partition_device_sets(int n, int k, size_t max_combos, uint64_t seed,
+			   uint64_t **masks, size_t *count)
+{
+	if (n < 1 || n > 63 || k < 0 || k > n)
+		return df_errf(DF_EINVAL, "cannot fail %d of %d devices", k, n);
+	if (max_combos == 0)
+		return df_errf(DF_EINVAL, "max_combos must be at least 1");
+	/* C(n, k), saturating */
+	double total = 1;
+	for (int i = 0; i < k; i++)
+		total = total * (n - i) / (i + 1);
+	size_t want = total <= (double)max_combos ? (size_t)(total + 0.5) : max_combos;
+	uint64_t *out = malloc((want ? want : 1) * sizeof *out);
+	if (!out)
+		return DF_ENOMEM;
+	size_t c = 0;
+	if ((double)want >= total - 0.5) {
+		/* enumerate all k-subsets in lexicographic order of indices */
+		int idx[64];
+		for (int i = 0; i < k; i++)
+			idx[i] = i;
+		while (c < want) {
+			uint64_t m = 0;
+			for (int i = 0; i < k; i++)
+				m |= 1ULL << idx[i];
+			out[c++] = m;
+			int i = k - 1;
+			while (i >= 0 && idx[i] == n - k + i)
+				i--;
+			if (i < 0)
+				break;
+			idx[i]++;
+			for (int j = i + 1; j < k; j++)
+				idx[j] = idx[j - 1] + 1;
+		}
+	} else {
+		uint64_t rng = seed;
+		while (c < want) {
+			uint64_t m = 0;
+			while (__builtin_popcountll(m) < k)
+				m |= 1ULL << (rng_next(&rng) % (uint64_t)n);
+			bool dup = false;
+			for (size_t i = 0; i < c && !dup; i++)
+				dup = out[i] == m;
+			if (!dup)
+				out[c++] = m;
+		}
+	}
+	*masks = out;
+	*count = c;
+	return DF_OK;
+}
+
 /* ---- JSON ---------------------------------------------------------- */
 
 static json_t *int_array(const int32_t *a, int64_t n, int stride, int off)
@@ -665,7 +789,7 @@ static df_err parse_stage(json_t *js, int s, int reps, partition_stage *ps)
 	if (err)
 		return err;
 	if (reps == 0)
-		return rep && json_array_size(rep) != 0
+		return rep && (!json_is_array(rep) || json_array_size(rep) != 0)
 			? df_errf(DF_EINVAL, "stage %d: replicas with copies 1", s)
 			: DF_OK;
 	if (!json_is_array(rep) || (int)json_array_size(rep) != reps)
@@ -690,8 +814,7 @@ df_err partition_from_json(const char *text, size_t len, partition_map **out)
 			       jerr.line, jerr.text);
 	df_err err = DF_OK;
 	partition_map *m = calloc(1, sizeof *m);
-	json_int_t version = 0, seed = 0;
-	int format = 0, copies = 0;
+	json_int_t version = 0, seed = 0, format = 0, copies = 0;
 	const char *model = NULL, *method = NULL, *score = NULL;
 	double ratio = 0;
 	json_t *devs = NULL, *stages = NULL;
@@ -700,7 +823,7 @@ df_err partition_from_json(const char *text, size_t len, partition_map **out)
 		goto out;
 	}
 	if (json_unpack_ex(root, &jerr, JSON_STRICT,
-			   "{s:i, s:I, s?s, s:s, s:F, s:i, s:s, s:I, s:o, s:o}",
+			   "{s:I, s:I, s?s, s:s, s:F, s:I, s:s, s:I, s:o, s:o}",
 			   "format", &format, "version", &version, "model", &model,
 			   "method", &method, "ratio", &ratio, "copies", &copies,
 			   "score", &score, "seed", &seed, "devices", &devs,
@@ -709,7 +832,8 @@ df_err partition_from_json(const char *text, size_t len, partition_map **out)
 		goto out;
 	}
 	if (format != 1) {
-		err = df_errf(DF_ENOTSUP, "partition map format %d (only 1)", format);
+		err = df_errf(DF_ENOTSUP, "partition map format %lld (only 1)",
+			      (long long)format);
 		goto out;
 	}
 	if ((err = partition_method_parse(method, &m->method)) ||
@@ -722,7 +846,7 @@ df_err partition_from_json(const char *text, size_t len, partition_map **out)
 	}
 	m->version = version;
 	m->ratio = ratio;
-	m->copies = copies;
+	m->copies = (int)copies;
 	m->seed = (uint64_t)seed;
 	if (model && !(m->model = strdup(model))) {
 		err = DF_ENOMEM;
@@ -762,8 +886,8 @@ df_err partition_from_json(const char *text, size_t len, partition_map **out)
 	}
 	m->n_stages = (int)json_array_size(stages);
 	for (int s = 0; s < m->n_stages && !err; s++)
-		err = parse_stage(json_array_get(stages, (size_t)s), s, copies - 1,
-				  &m->stages[s]);
+		err = parse_stage(json_array_get(stages, (size_t)s), s,
+				  (int)copies - 1, &m->stages[s]);
 	if (!err)
 		err = partition_validate(m, NULL);
 out:

@@ -141,4 +141,12 @@ df_err partition_loads(const partition_map *m, const stage_plan *plan,
 df_err partition_held(const partition_map *m, int s, int d, int32_t **ids,
 		      size_t *n);
 
+/*
+ * Sets of k devices out of n (bitmasks): all C(n, k) of them in
+ * lexicographic order when that is at most max_sets, else a seeded sample
+ * of max_sets distinct sets. *masks is new (free()).
+ */
+df_err partition_device_sets(int n, int k, size_t max_sets, uint64_t seed,
+			     uint64_t **masks, size_t *count);
+
 #endif

@@ -140,65 +140,10 @@ df_err robust_accuracy(const graph *g, const stage_plan *p,
 	return DF_OK;
 }
 
-static uint64_t next_rng(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-	return z ^ (z >> 31);
-}
-
 df_err robust_failure_sets(int n, int k, size_t max_combos, uint64_t seed,
 			   uint64_t **masks, size_t *count)
 {
-	if (n < 1 || n > 63 || k < 0 || k > n)
-		return df_errf(DF_EINVAL, "cannot fail %d of %d devices", k, n);
-	if (max_combos == 0)
-		return df_errf(DF_EINVAL, "max_combos must be at least 1");
-	/* C(n, k), saturating */
-	double total = 1;
-	for (int i = 0; i < k; i++)
-		total = total * (n - i) / (i + 1);
-	size_t want = total <= (double)max_combos ? (size_t)(total + 0.5) : max_combos;
-	uint64_t *out = malloc((want ? want : 1) * sizeof *out);
-	if (!out)
-		return DF_ENOMEM;
-	size_t c = 0;
-	if ((double)want >= total - 0.5) {
-		/* enumerate all k-subsets in lexicographic order of indices */
-		int idx[64];
-		for (int i = 0; i < k; i++)
-			idx[i] = i;
-		while (c < want) {
-			uint64_t m = 0;
-			for (int i = 0; i < k; i++)
-				m |= 1ULL << idx[i];
-			out[c++] = m;
-			int i = k - 1;
-			while (i >= 0 && idx[i] == n - k + i)
-				i--;
-			if (i < 0)
-				break;
-			idx[i]++;
-			for (int j = i + 1; j < k; j++)
-				idx[j] = idx[j - 1] + 1;
-		}
-	} else {
-		uint64_t rng = seed;
-		while (c < want) {
-			uint64_t m = 0;
-			while (__builtin_popcountll(m) < k)
-				m |= 1ULL << (next_rng(&rng) % (uint64_t)n);
-			bool dup = false;
-			for (size_t i = 0; i < c && !dup; i++)
-				dup = out[i] == m;
-			if (!dup)
-				out[c++] = m;
-		}
-	}
-	*masks = out;
-	*count = c;
-	return DF_OK;
+	return partition_device_sets(n, k, max_combos, seed, masks, count);
 }
 
 df_err robust_stage_sensitivity(const graph *g, const stage_plan *p,
@@ -220,11 +165,18 @@ df_err robust_stage_sensitivity(const graph *g, const stage_plan *p,
 	/* baseline: nothing split, nothing failed */
 	robust_run clean;
 	err = partition_create(g, p, &pp, &one);
+	/* `one` runs everything on the gateway; stages are switched to full's
+	 * primaries one at a time below. No replicas anywhere (`full` forces
+	 * two copies, so drop its tables). */
 	for (int st = 0; !err && st < p->n_stages; st++) {
 		one->stages[st].on_gateway = true;
 		free(one->stages[st].primary);
+		free(one->stages[st].replicas);
 		one->stages[st].primary = NULL;
+		one->stages[st].replicas = NULL;
 	}
+	if (!err)
+		one->copies = 1;
 	if (!err)
 		err = sim_create(g, p, one, kind, threads, &s);
 	if (!err)
@@ -233,7 +185,7 @@ df_err robust_stage_sensitivity(const graph *g, const stage_plan *p,
 	sim_destroy(s);
 	s = NULL;
 	for (int st = 0; !err && st < p->n_stages; st++) {
-		sens[st] = 0;
+		sens[st] = -1; /* not distributed: outside any budget */
 		if (full->stages[st].on_gateway)
 			continue;
 		/* one's stage st becomes full's stage st */
@@ -267,27 +219,40 @@ df_err robust_allocate_budget(const stage_plan *p, const double *sens,
 	bool *capped = calloc((size_t)p->n_stages + 1, sizeof *capped);
 	if (!capped)
 		return DF_ENOMEM;
+	/* Stages with sens < 0 are not distributed: no budget, no replicas. */
 	for (int s = 0; s < p->n_stages; s++) {
 		stage_ratio[s] = 0;
 		if (p->stages[s].kind == STAGE_NEURON && sens[s] >= 0)
 			budget += ratio * (double)p->stages[s].weight_bytes;
 	}
-	/* Water-filling: ratio_s = k * sens_s, capped at 1; repeat with the
-	 * remaining budget over uncapped stages until nothing new caps. */
+	/*
+	 * Water-filling: ratio_s = k * sens_s, capped at 1; repeat with the
+	 * remaining budget over uncapped stages until nothing new caps. What
+	 * is left once every sensitive stage is capped (or when no stage
+	 * measured any sensitivity) is spread as one flat ratio over the
+	 * remaining stages, so the memory used always equals the flat
+	 * budget.
+	 */
+	double left = budget;
 	for (int iter = 0; iter < p->n_stages + 1; iter++) {
-		double left = budget, denom = 0;
+		double denom = 0, rest = 0;
+		left = budget;
 		for (int s = 0; s < p->n_stages; s++) {
-			if (p->stages[s].kind != STAGE_NEURON)
+			if (p->stages[s].kind != STAGE_NEURON || sens[s] < 0)
 				continue;
+			double wb = (double)p->stages[s].weight_bytes;
 			if (capped[s])
-				left -= (double)p->stages[s].weight_bytes;
+				left -= wb;
 			else if (sens[s] > 0)
-				denom += sens[s] * (double)p->stages[s].weight_bytes;
+				denom += sens[s] * wb;
+			else
+				rest += wb;
 		}
 		double k = denom > 0 && left > 0 ? left / denom : 0;
 		bool changed = false;
+		double spent = 0;
 		for (int s = 0; s < p->n_stages; s++) {
-			if (p->stages[s].kind != STAGE_NEURON)
+			if (p->stages[s].kind != STAGE_NEURON || sens[s] < 0)
 				continue;
 			if (capped[s]) {
 				stage_ratio[s] = 1;
@@ -300,9 +265,22 @@ df_err robust_allocate_budget(const stage_plan *p, const double *sens,
 				r = 1;
 			}
 			stage_ratio[s] = r;
+			spent += r * (double)p->stages[s].weight_bytes;
 		}
-		if (!changed)
-			break;
+		if (changed)
+			continue;
+		/* leftover after capping: flat over the zero-sensitivity stages */
+		double leftover = left - spent;
+		if (leftover > 1e-9 && rest > 0) {
+			double flat = leftover / rest;
+			if (flat > 1)
+				flat = 1;
+			for (int s = 0; s < p->n_stages; s++)
+				if (p->stages[s].kind == STAGE_NEURON && sens[s] == 0 &&
+				    !capped[s])
+					stage_ratio[s] = flat;
+		}
+		break;
 	}
 	free(capped);
 	return DF_OK;

@@ -148,6 +148,8 @@ typedef struct stage_job {
 	const tensor *const *inputs;   /* full stage inputs */
 	tensor *out;                   /* assembled output */
 	bool *done;                    /* [n_neurons] */
+	int64_t n_done;
+	bool *collected;               /* per call of the current round */
 	int32_t *ids;                  /* scratch: ids per call, packed */
 	runner_call *calls;
 	tensor **slices;               /* side-input slices per call */
@@ -172,6 +174,8 @@ static df_err add_call(stage_job *j, int s, int d, int round, int32_t *ids,
 {
 	runner_call *c = &j->calls[j->n_calls];
 	const int ni = j->st->n_inputs;
+	if (ni < 1)
+		return df_errf(DF_EINTERNAL, "stage %s has no main input", j->st->name);
 	const tensor **ins = j->call_inputs + j->n_calls * (size_t)ni;
 	tensor **sl = j->slices + j->n_calls * (size_t)ni;
 	ins[0] = j->inputs[0];
@@ -200,58 +204,109 @@ static bool shape_fits(const tensor *t, const tensor *out, size_t n)
 	return true;
 }
 
-/* Collects finished calls into the stage output; failed devices go into
- * *failed. */
-static df_err collect(stage_job *j, uint64_t *failed, runner_result *res,
-		      bool replica_round)
+/* Assembles one finished call into the stage output. A failed call (or
+ * an answer of the wrong shape) marks its device failed for the request;
+ * a cancelled one is simply dropped. */
+static df_err collect_one(stage_job *j, runner_call *c, uint64_t *failed,
+			  runner_result *res, bool replica_round)
 {
 	df_err err = DF_OK;
-	for (size_t k = 0; k < j->n_calls; k++) {
-		runner_call *c = &j->calls[k];
-		const int ni = j->st->n_inputs;
-		for (int i = 1; i < ni; i++) {
-			tensor_destroy(j->slices[k * (size_t)ni + (size_t)i]);
-			j->slices[k * (size_t)ni + (size_t)i] = NULL;
-		}
-		if (c->status != DF_OK || !shape_fits(c->output, j->out, c->n)) {
-			*failed |= 1ULL << c->device;
-			tensor_destroy(c->output);
-			c->output = NULL;
-			continue;
-		}
-		/* First answer wins: skip neurons already assembled. */
-		size_t fresh = 0;
-		for (size_t i = 0; i < c->n; i++)
-			fresh += !j->done[c->ids[i]];
-		if (fresh == c->n) {
-			if (!err)
-				err = tensor_scatter(j->out, 1, c->ids, c->n, c->output);
-		} else if (fresh > 0) {
-			for (size_t i = 0; i < c->n && !err; i++) {
-				if (j->done[c->ids[i]])
-					continue;
-				tensor *one = NULL;
-				int32_t at = (int32_t)i;
-				err = tensor_gather(c->output, 1, &at, 1, &one);
-				if (!err)
-					err = tensor_scatter(j->out, 1, &c->ids[i], 1, one);
-				tensor_destroy(one);
-			}
-		}
-		for (size_t i = 0; i < c->n; i++) {
-			int32_t id = c->ids[i];
-			if (j->done[id])
-				continue;
-			j->done[id] = true;
-			res->neurons_computed++;
-			if (replica_round || j->ps->primary[id] != c->device)
-				res->neurons_replica++;
-		}
+	size_t k = (size_t)(c - j->calls);
+	const int ni = j->st->n_inputs;
+	for (int i = 1; i < ni; i++) {
+		tensor_destroy(j->slices[k * (size_t)ni + (size_t)i]);
+		j->slices[k * (size_t)ni + (size_t)i] = NULL;
+	}
+	if (j->collected[k])
+		return DF_OK;
+	j->collected[k] = true;
+	if (c->cancelled) {
 		tensor_destroy(c->output);
 		c->output = NULL;
+		return DF_OK;
+	}
+	if (c->status != DF_OK || !shape_fits(c->output, j->out, c->n)) {
+		*failed |= 1ULL << c->device;
+		tensor_destroy(c->output);
+		c->output = NULL;
+		return DF_OK;
+	}
+	/* First answer wins: skip neurons already assembled. */
+	size_t fresh = 0;
+	for (size_t i = 0; i < c->n; i++)
+		fresh += !j->done[c->ids[i]];
+	if (fresh == c->n) {
+		err = tensor_scatter(j->out, 1, c->ids, c->n, c->output);
+	} else if (fresh > 0) {
+		for (size_t i = 0; i < c->n && !err; i++) {
+			if (j->done[c->ids[i]])
+				continue;
+			tensor *one = NULL;
+			int32_t at = (int32_t)i;
+			err = tensor_gather(c->output, 1, &at, 1, &one);
+			if (!err)
+				err = tensor_scatter(j->out, 1, &c->ids[i], 1, one);
+			tensor_destroy(one);
+		}
+	}
+	for (size_t i = 0; i < c->n && !err; i++) {
+		int32_t id = c->ids[i];
+		if (j->done[id])
+			continue;
+		j->done[id] = true;
+		j->n_done++;
+		res->neurons_computed++;
+		if (replica_round || j->ps->primary[id] != c->device)
+			res->neurons_replica++;
+	}
+	tensor_destroy(c->output);
+	c->output = NULL;
+	return err;
+}
+
+/* State the done() callback needs. */
+typedef struct collect_ctx {
+	stage_job *j;
+	uint64_t *failed;
+	runner_result *res;
+	bool replica_round;
+	df_err err;
+} collect_ctx;
+
+static bool on_call_done(void *ctx, runner_call *c)
+{
+	collect_ctx *cc = ctx;
+	if (c < cc->j->calls || c >= cc->j->calls + cc->j->n_calls)
+		return false; /* not one of ours: ignore */
+	df_err err = collect_one(cc->j, c, cc->failed, cc->res, cc->replica_round);
+	if (err && !cc->err)
+		cc->err = err;
+	return cc->err != DF_OK || cc->j->n_done == cc->j->ps->n_neurons;
+}
+
+/* Issues the planned calls and assembles their answers. */
+static df_err execute_round(stage_job *j, const runner_backend *be,
+			    uint64_t *failed, runner_result *res,
+			    bool replica_round)
+{
+	collect_ctx cc = {j, failed, res, replica_round, DF_OK};
+	memset(j->collected, 0, j->n_calls * sizeof *j->collected);
+	if (j->n_calls) {
+		res->calls += (int)j->n_calls;
+		if (be->execute_until)
+			be->execute_until(be->ctx, j->calls, j->n_calls, on_call_done,
+					  &cc);
+		else
+			be->execute(be->ctx, j->calls, j->n_calls);
+	}
+	/* whatever the backend did not report (plain execute) */
+	for (size_t k = 0; k < j->n_calls; k++) {
+		df_err err = collect_one(j, &j->calls[k], failed, res, replica_round);
+		if (err && !cc.err)
+			cc.err = err;
 	}
 	j->n_calls = 0;
-	return err;
+	return cc.err;
 }
 
 /* Round 1 (primaries, plus held replicas in ACTIVE mode) or round 2
@@ -319,9 +374,10 @@ static df_err run_distributed(runner *r, int s, const tensor *const *inputs,
 	j.calls = calloc(max_calls, sizeof *j.calls);
 	j.slices = calloc(max_calls * (size_t)ni, sizeof *j.slices);
 	j.call_inputs = calloc(max_calls * (size_t)ni, sizeof *j.call_inputs);
+	j.collected = calloc(max_calls, sizeof *j.collected);
 	missing = calloc((size_t)ps->n_neurons, sizeof *missing);
 	if (!j.done || !j.ids || !j.calls || !j.slices || !j.call_inputs ||
-	    !missing) {
+	    !j.collected || !missing) {
 		err = DF_ENOMEM;
 		goto out;
 	}
@@ -329,11 +385,7 @@ static df_err run_distributed(runner *r, int s, const tensor *const *inputs,
 	err = plan_round(&j, s, n_dev, *dead, 1, active);
 	if (err)
 		goto out;
-	if (j.n_calls) {
-		res->calls += (int)j.n_calls;
-		be->execute(be->ctx, j.calls, j.n_calls);
-	}
-	err = collect(&j, dead, res, false);
+	err = execute_round(&j, be, dead, res, false);
 	if (err)
 		goto out;
 	/* One bounded extra round for what is missing, if anyone can help. */
@@ -344,11 +396,7 @@ static df_err run_distributed(runner *r, int s, const tensor *const *inputs,
 		err = plan_round(&j, s, n_dev, *dead, 2, active);
 		if (err)
 			goto out;
-		if (j.n_calls) {
-			res->calls += (int)j.n_calls;
-			be->execute(be->ctx, j.calls, j.n_calls);
-		}
-		err = collect(&j, dead, res, true);
+		err = execute_round(&j, be, dead, res, true);
 		if (err)
 			goto out;
 	}
@@ -376,6 +424,7 @@ out:
 	free(j.calls);
 	free(j.slices);
 	free(j.call_inputs);
+	free(j.collected);
 	free(missing);
 	if (err) {
 		tensor_destroy(j.out);
@@ -499,7 +548,8 @@ void sim_set_failing(sim *s, uint64_t mask)
 	s->failing = mask;
 }
 
-static void sim_execute(void *ctx, runner_call *calls, size_t n)
+static void sim_execute_until(void *ctx, runner_call *calls, size_t n,
+			      runner_call_done done, void *done_ctx)
 {
 	sim *s = ctx;
 	for (size_t i = 0; i < n; i++) {
@@ -512,12 +562,24 @@ static void sim_execute(void *ctx, runner_call *calls, size_t n)
 		}
 		c->status = shard_run(s->shards[c->device], c->stage, c->ids, c->n,
 				      c->inputs, c->n_inputs, &c->output);
+		if (done && done(done_ctx, c)) {
+			/* the rest is not needed: the stage is complete */
+			for (size_t k = i + 1; k < n; k++)
+				calls[k].cancelled = true;
+			return;
+		}
 	}
+}
+
+static void sim_execute(void *ctx, runner_call *calls, size_t n)
+{
+	sim_execute_until(ctx, calls, n, NULL, NULL);
 }
 
 runner_backend sim_backend(sim *s)
 {
-	return (runner_backend){.ctx = s, .execute = sim_execute};
+	return (runner_backend){.ctx = s, .execute = sim_execute,
+				.execute_until = sim_execute_until};
 }
 
 int64_t sim_weight_bytes(const sim *s, int d)

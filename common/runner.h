@@ -53,7 +53,18 @@ typedef struct runner_call {
 	int n_inputs;
 	tensor *output;                 /* new, n channels; NULL on failure */
 	df_err status;
+	bool cancelled;                 /* not waited for: no longer needed
+					   (not a failure of the device) */
 } runner_call;
+
+/*
+ * Called by a backend as each call finishes, with its status and output
+ * set; the runner assembles the answer right away (first answer wins, in
+ * arrival order). Returns true once the stage needs no more answers: the
+ * backend should then stop waiting for the other calls, mark them
+ * `cancelled` and return.
+ */
+typedef bool (*runner_call_done)(void *done_ctx, runner_call *call);
 
 typedef struct runner_backend {
 	void *ctx;
@@ -61,6 +72,12 @@ typedef struct runner_backend {
 	 * output of each. Must not fail as a whole: a transport problem is a
 	 * per-call status. */
 	void (*execute)(void *ctx, runner_call *calls, size_t n);
+	/* Optional, preferred when set: the same, reporting each finished
+	 * call through done() and stopping early when done() says so. This
+	 * is what makes ACTIVE replica mode a real hedge against a slow
+	 * device. */
+	void (*execute_until)(void *ctx, runner_call *calls, size_t n,
+			      runner_call_done done, void *done_ctx);
 } runner_backend;
 
 /* Called after each stage with its assembled output(s) (borrowed). */

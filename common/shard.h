@@ -9,13 +9,18 @@
  * A shard owns copies of its neurons' weights (stage_subgraph()): the full
  * graph may be destroyed once the shard exists.
  *
- * Subsets: the common request is "all my primaries"; after a failure it is
- * "my primaries plus the replicas of the failed device". Each distinct
- * subset gets its own engine (oneDNN primitives are shape-specific), kept in
- * a small per-stage cache (SHARD_CACHE entries, least recently used out).
+ * Subsets: the common request is "all my primaries" (standby mode) or "all
+ * I hold" (active mode); after a failure the runner's second round asks for
+ * "the failed device's neurons I hold replicas of". Each distinct subset
+ * gets its own engine (oneDNN primitives are shape-specific) built from a
+ * slice of the held weights, kept in a small per-stage cache (SHARD_CACHE
+ * entries, least recently used out). Memory: the held weights, plus one
+ * sliced copy per cached subset (and oneDNN's reordered copy of each):
+ * in standby mode without failures about twice the held weights. The
+ * reported weight bytes count the held weights once.
  *
- * Not thread-safe: one caller at a time per shard (the worker serializes
- * calls per shard stage with a lock; see services/worker).
+ * Not thread-safe: one caller at a time (the worker runs every stage call
+ * on one executor thread; see services/worker/worker.h).
  */
 #ifndef DF_SHARD_H
 #define DF_SHARD_H

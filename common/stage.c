@@ -64,7 +64,10 @@ static bool same_dims(const graph_value *a, const graph_value *b)
 static bool is_head(const graph *g, const graph_node *nd)
 {
 	const graph_value *out = &g->values[nd->output];
-	if (out->ndim < 2)
+	/* The main input must be computed (stage.h promises inputs[0] is the
+	 * head's input) and the stage must have neurons. */
+	if (out->ndim < 2 || out->dims[1] < 1 || nd->n_inputs < 1 ||
+	    nd->inputs[0] < 0 || is_const(g, nd->inputs[0]))
 		return false;
 	if (nd->op == GRAPH_OP_CONV)
 		return nd->attr.conv.group == 1 && out->ndim == 4;
@@ -256,6 +259,8 @@ static df_err stage_finish(const graph *g, stage *s, bool *inside)
 		s->macs += graph_node_macs(g, s->nodes[i]);
 		s->weight_bytes += graph_node_weight_bytes(g, s->nodes[i]);
 	}
+	if (!err && s->kind == STAGE_NEURON && s->n_neurons < 1)
+		err = df_errf(DF_EINVAL, "stage %s has no neurons", s->name);
 	if (!err && s->kind == STAGE_NEURON) {
 		s->macs_per_neuron = s->macs / s->n_neurons;
 		s->weight_bytes_per_neuron = s->weight_bytes / s->n_neurons;

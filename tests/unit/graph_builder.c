@@ -6,9 +6,11 @@
 #include <cmocka.h>
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "graph_builder.h"
+#include "partition.h"
 
 static float rnd(uint64_t *s)
 {
@@ -235,4 +237,23 @@ graph *gb_vgg(uint64_t seed)
 	int f = gb_flatten(&b, a);
 	int hdn = gb_relu(&b, gb_gemm(&b, f, 19 * 3 * 3, 23));
 	return gb_end(&b, gb_gemm(&b, hdn, 23, 10));
+}
+
+void gb_distribute_stage(partition_map *m, int s)
+{
+	partition_stage *ps = &m->stages[s];
+	assert_true(ps->on_gateway && ps->n_neurons > 0);
+	ps->on_gateway = false;
+	ps->primary = calloc((size_t)ps->n_neurons, sizeof *ps->primary);
+	assert_non_null(ps->primary);
+	for (int64_t i = 0; i < ps->n_neurons; i++)
+		ps->primary[i] = (int32_t)((i * m->n_devices) / ps->n_neurons);
+	if (m->copies > 1) {
+		size_t n = (size_t)ps->n_neurons * (size_t)(m->copies - 1);
+		ps->replicas = malloc(n * sizeof *ps->replicas);
+		assert_non_null(ps->replicas);
+		for (size_t i = 0; i < n; i++)
+			ps->replicas[i] = -1;
+	}
+	assert_int_equal(partition_validate(m, NULL), DF_OK);
 }

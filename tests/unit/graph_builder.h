@@ -49,4 +49,11 @@ graph *gb_vgg(uint64_t seed);
 /* New f32 tensor of the given shape with seeded values in [-1, 1). */
 tensor *gb_random_tensor(uint64_t seed, int ndim, const int64_t *dims);
 
+/* Turns stage s of map m (placed on the gateway, e.g. the logits stage)
+ * into a distributed stage without replicas, neurons dealt sequentially
+ * over the map's devices. For tests of single-stage graphs, whose only
+ * stage is the logits stage the planner keeps on the gateway. */
+struct partition_map;
+void gb_distribute_stage(struct partition_map *m, int s);
+
 #endif

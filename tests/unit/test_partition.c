@@ -133,6 +133,31 @@ static void logits_stage_runs_on_the_gateway(void **state)
 	partition_destroy(map);
 }
 
+static void logits_off_the_gateway_is_fully_replicated(void **state)
+{
+	fixture *f = *state;
+	partition_params pp;
+	partition_params_default(&pp);
+	pp.n_devices = 3;
+	pp.ratio = 0;
+	pp.gateway_last = false;
+	pp.copies = 1;
+	partition_map *m = NULL;
+	assert_int_equal(partition_create(f->g, f->p, &pp, &m), DF_EINVAL);
+	assert_non_null(strstr(df_err_msg(), "logits"));
+	pp.copies = 2;
+	assert_int_equal(partition_create(f->g, f->p, &pp, &m), DF_OK);
+	int last = -1;
+	for (int s = 0; s < f->p->n_stages; s++)
+		if (f->p->stages[s].kind == STAGE_NEURON)
+			last = s;
+	assert_false(m->stages[last].on_gateway);
+	assert_int_equal(replicated(m, last), m->stages[last].n_neurons);
+	/* other stages keep the requested ratio 0 */
+	assert_int_equal(replicated(m, 0), 0);
+	partition_destroy(m);
+}
+
 static void robustdice_replicates_the_most_important(void **state)
 {
 	fixture *f = *state;
@@ -350,6 +375,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(invariants_hold_for_every_method, setup, teardown),
 		cmocka_unit_test_setup_teardown(logits_stage_runs_on_the_gateway, setup, teardown),
+		cmocka_unit_test_setup_teardown(logits_off_the_gateway_is_fully_replicated, setup, teardown),
 		cmocka_unit_test_setup_teardown(robustdice_replicates_the_most_important, setup, teardown),
 		cmocka_unit_test_setup_teardown(seeds_change_random_but_not_sequential, setup, teardown),
 		cmocka_unit_test_setup_teardown(loads_add_up, setup, teardown),

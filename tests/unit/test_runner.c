@@ -173,6 +173,36 @@ static void detected_and_undetected_failures_agree(void **state)
 	graph_destroy(g);
 }
 
+static void active_mode_agrees_with_standby_under_failures(void **state)
+{
+	(void)state;
+	graph *g = gb_resnet(61);
+	stage_plan *p = NULL;
+	assert_int_equal(stage_plan_create(g, &p), DF_OK);
+	tensor *x = gb_random_tensor(10, 4, g->values[g->inputs[0]].dims);
+	partition_map *map = make(g, p, PARTITION_ROBUSTDICE, 4, 0.5, 3);
+	for (uint64_t mask = 0; mask < 16; mask++) {
+		runner_result a, b;
+		runner_options opt = {.impute = IMPUTE_ZERO, .kind = kind, .threads = 1};
+		opt.replicas = REPLICA_STANDBY;
+		tensor *ya = fleet(g, p, map, &opt, x, 0, mask, &a);
+		opt.replicas = REPLICA_ACTIVE;
+		tensor *yb = fleet(g, p, map, &opt, x, 0, mask, &b);
+		assert_true(rel_err(ya, yb) <= 1e-6);
+		assert_true(a.coverage == b.coverage);
+		assert_int_equal(a.neurons_imputed, b.neurons_imputed);
+		/* a cancelled (unneeded) call is not a failure */
+		assert_int_equal(a.failed_devices, mask);
+		assert_int_equal(b.failed_devices & ~mask, 0);
+		tensor_destroy(ya);
+		tensor_destroy(yb);
+	}
+	partition_destroy(map);
+	tensor_destroy(x);
+	stage_plan_destroy(p);
+	graph_destroy(g);
+}
+
 /* Observer that checks imputed channels hold the expected value. */
 typedef struct probe {
 	const partition_map *m;
@@ -357,9 +387,9 @@ static void recon_recovers_linear_channels_exactly(void **state)
 	pp.n_devices = 2;
 	pp.ratio = 0;
 	pp.copies = 1;
-	pp.gateway_last = false;
 	partition_map *m = NULL;
 	assert_int_equal(partition_create(g, p, &pp, &m), DF_OK);
+	gb_distribute_stage(m, 0);
 	m->stages[0].primary[0] = 0;
 	m->stages[0].primary[1] = 0;
 	m->stages[0].primary[2] = 1;
@@ -393,6 +423,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(no_failure_equals_whole_model),
 		cmocka_unit_test(full_survives_any_single_failure),
 		cmocka_unit_test(detected_and_undetected_failures_agree),
+		cmocka_unit_test(active_mode_agrees_with_standby_under_failures),
 		cmocka_unit_test(zero_and_mean_fill_missing_channels),
 		cmocka_unit_test(recon_beats_zero_and_mean),
 		cmocka_unit_test(recon_recovers_linear_channels_exactly),
