@@ -589,6 +589,18 @@ static size_t json_write(char *data, size_t size, size_t nmemb, void *ud)
 			   size * nmemb);
 }
 
+/* Progress callback of control calls: non-zero aborts the transfer. */
+static int json_progress(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut,
+			 curl_off_t un)
+{
+	(void)dt;
+	(void)dn;
+	(void)ut;
+	(void)un;
+	const atomic_bool *abort_flag = ud;
+	return atomic_load(abort_flag) ? 1 : 0;
+}
+
 df_err http_client_json(http_client *c, const char *method, const char *url,
 			const json_t *body, long timeout_ms, long *status,
 			json_t **resp)
@@ -624,6 +636,13 @@ df_err http_client_json(http_client *c, const char *method, const char *url,
 		err = df_errf(DF_EINTERNAL, "curl_easy_setopt failed");
 		goto out;
 	}
+	if (c->opt.abort &&
+	    (curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L) ||
+	     curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, json_progress) ||
+	     curl_easy_setopt(e, CURLOPT_XFERINFODATA, (void *)c->opt.abort))) {
+		err = df_errf(DF_EINTERNAL, "curl_easy_setopt failed");
+		goto out;
+	}
 	if (strcmp(method, "GET") == 0) {
 		rc = curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
 	} else {
@@ -641,6 +660,11 @@ df_err http_client_json(http_client *c, const char *method, const char *url,
 	if (rc == CURLE_OPERATION_TIMEDOUT) {
 		err = df_errf(DF_ETIMEDOUT, "%s %s: no answer within %ld ms", method,
 			      url, timeout_ms);
+		goto out;
+	}
+	if (rc == CURLE_ABORTED_BY_CALLBACK) {
+		err = df_errf(DF_EUNAVAIL, "%s %s: abandoned (shutting down)", method,
+			      url);
 		goto out;
 	}
 	if (rc != CURLE_OK) {

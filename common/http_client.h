@@ -36,6 +36,7 @@
 #ifndef DF_HTTP_CLIENT_H
 #define DF_HTTP_CLIENT_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -74,6 +75,9 @@ typedef struct http_client_options {
 	http_call_observer_fn observer;    /* may be NULL */
 	void *observer_ctx;
 	wire_dtype dtype;            /* encoding of request frames */
+	const atomic_bool *abort;    /* when it becomes true, control calls
+					in progress give up (DF_EUNAVAIL);
+					may be NULL; borrowed */
 } http_client_options;
 
 typedef struct http_client http_client;
