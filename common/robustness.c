@@ -5,9 +5,13 @@
  */
 #include "robustness.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 df_err robust_dataset_input(const fmnist *d, size_t i,
 			    const model_input_spec *spec, tensor *t)
@@ -98,40 +102,116 @@ static int argmax(const tensor *t)
 	return best;
 }
 
+/* One thread's share of robust_accuracy(). */
+typedef struct acc_worker {
+	const graph *g;
+	const stage_plan *p;
+	const partition_map *m;
+	sim *s;
+	const runner_options *opt;
+	const model_input_spec *spec;
+	const fmnist *data;
+	size_t n, first, stride;
+	uint64_t down;
+	atomic_size_t *done;
+	atomic_int *stop;
+	size_t correct;
+	double coverage;
+	int64_t fallbacks;
+	df_err err;
+	char msg[512];
+	pthread_t tid;
+	bool started;
+} acc_worker;
+
+static void *acc_run(void *arg)
+{
+	acc_worker *w = arg;
+	runner *r = NULL;
+	tensor *x = NULL;
+	df_err err = runner_create(w->g, w->p, w->m, w->opt, &r);
+	if (!err)
+		err = input_tensor(w->g, &x);
+	runner_backend be = sim_backend(w->s);
+	for (size_t i = w->first; i < w->n && !err && !atomic_load(w->stop);
+	     i += w->stride) {
+		tensor *y = NULL;
+		runner_result res;
+		err = robust_dataset_input(w->data, i, w->spec, x);
+		if (!err)
+			err = runner_infer(r, x, w->down, &be, &y, &res);
+		if (err)
+			break;
+		w->correct += argmax(y) == fmnist_label(w->data, i);
+		w->coverage += res.coverage;
+		w->fallbacks += res.recon_fallbacks;
+		tensor_destroy(y);
+		atomic_fetch_add(w->done, 1);
+	}
+	if (err) {
+		snprintf(w->msg, sizeof w->msg, "%s", df_err_msg());
+		atomic_store(w->stop, 1);
+	}
+	w->err = err;
+	tensor_destroy(x);
+	runner_destroy(r);
+	return NULL;
+}
+
 df_err robust_accuracy(const graph *g, const stage_plan *p,
-		       const partition_map *m, sim *s,
+		       const partition_map *m, sim *const *sims, int n_sims,
 		       const runner_options *opt,
 		       const model_input_spec *spec, const fmnist *data,
 		       size_t limit, uint64_t down_mask,
 		       robust_progress progress, void *progress_ctx,
 		       robust_run *out)
 {
+	if (n_sims < 1)
+		return df_errf(DF_EINVAL, "robust_accuracy needs at least one simulator");
 	size_t n = limit && limit < data->count ? limit : data->count;
-	runner *r = NULL;
-	tensor *x = NULL;
+	atomic_size_t done = 0;
+	atomic_int stop = 0;
+	df_err err = DF_OK;
+	acc_worker *w = calloc((size_t)n_sims, sizeof *w);
+	if (!w)
+		return DF_ENOMEM;
+	for (int k = 0; k < n_sims; k++) {
+		w[k] = (acc_worker){.g = g, .p = p, .m = m, .s = sims[k], .opt = opt,
+				    .spec = spec, .data = data, .n = n,
+				    .first = (size_t)k, .stride = (size_t)n_sims,
+				    .down = down_mask, .done = &done, .stop = &stop};
+		if (pthread_create(&w[k].tid, NULL, acc_run, &w[k]) != 0) {
+			err = df_errf(DF_EINTERNAL, "cannot start thread %d", k);
+			atomic_store(&stop, 1);
+			break;
+		}
+		w[k].started = true;
+	}
+	size_t shown = 0;
+	while (!err && !atomic_load(&stop)) {
+		size_t d = atomic_load(&done);
+		if (progress && d != shown && (d - shown >= 100 || d == n)) {
+			progress(progress_ctx, d, n);
+			shown = d;
+		}
+		if (d == n)
+			break;
+		struct timespec ts = {0, 10 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
 	robust_run run = {.images = n};
 	double coverage = 0;
-	df_err err = runner_create(g, p, m, opt, &r);
-	if (!err)
-		err = input_tensor(g, &x);
-	runner_backend be = sim_backend(s);
-	for (size_t i = 0; i < n && !err; i++) {
-		tensor *y = NULL;
-		runner_result res;
-		err = robust_dataset_input(data, i, spec, x);
-		if (!err)
-			err = runner_infer(r, x, down_mask, &be, &y, &res);
-		if (err)
-			break;
-		run.correct += argmax(y) == fmnist_label(data, i);
-		coverage += res.coverage;
-		run.recon_fallbacks += res.recon_fallbacks;
-		tensor_destroy(y);
-		if (progress && ((i + 1) % 100 == 0 || i + 1 == n))
-			progress(progress_ctx, i + 1, n);
+	for (int k = 0; k < n_sims; k++) {
+		if (!w[k].started)
+			continue;
+		pthread_join(w[k].tid, NULL);
+		run.correct += w[k].correct;
+		coverage += w[k].coverage;
+		run.recon_fallbacks += w[k].fallbacks;
+		if (w[k].err && !err)
+			err = df_errf(w[k].err, "%s", w[k].msg);
 	}
-	tensor_destroy(x);
-	runner_destroy(r);
+	free(w);
 	if (err)
 		return err;
 	run.accuracy = n ? (double)run.correct / (double)n : 0;
@@ -180,8 +260,8 @@ df_err robust_stage_sensitivity(const graph *g, const stage_plan *p,
 	if (!err)
 		err = sim_create(g, p, one, kind, threads, &s);
 	if (!err)
-		err = robust_accuracy(g, p, one, s, opt, spec, val, n, 0, NULL, NULL,
-				      &clean);
+		err = robust_accuracy(g, p, one, &s, 1, opt, spec, val, n, 0, NULL,
+				      NULL, &clean);
 	sim_destroy(s);
 	s = NULL;
 	for (int st = 0; !err && st < p->n_stages; st++) {
@@ -195,7 +275,7 @@ df_err robust_stage_sensitivity(const graph *g, const stage_plan *p,
 		double lost = 0;
 		for (int d = 0; !err && d < one->n_devices; d++) {
 			robust_run r;
-			err = robust_accuracy(g, p, one, s, opt, spec, val, n,
+			err = robust_accuracy(g, p, one, &s, 1, opt, spec, val, n,
 					      1ULL << d, NULL, NULL, &r);
 			lost += clean.accuracy - r.accuracy;
 		}

@@ -46,12 +46,15 @@ typedef struct robust_run {
 
 /*
  * Top-1 accuracy of map m over the first `limit` images of data (0 = all)
- * with the devices in down_mask failed. The simulator `s` must have been
- * made for m (sim_create()); it is reused across calls so engines stay
- * built.
+ * with the devices in down_mask failed. sims[0..n_sims) must have been made
+ * for m (sim_create()); they are reused across calls so engines stay
+ * built. With n_sims > 1 the images are split over n_sims threads, thread
+ * k taking images k, k + n_sims, ... on sims[k] (engines and runners are
+ * not thread-safe); the counts do not depend on n_sims. Progress is
+ * reported from the calling thread.
  */
 df_err robust_accuracy(const graph *g, const stage_plan *p,
-		       const partition_map *m, sim *s,
+		       const partition_map *m, sim *const *sims, int n_sims,
 		       const runner_options *opt,
 		       const model_input_spec *spec, const fmnist *data,
 		       size_t limit, uint64_t down_mask,

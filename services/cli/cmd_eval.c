@@ -32,7 +32,9 @@
 #include "graph.h"
 #include "image.h"
 #include "model_dir.h"
-#include "onnx_import.h"
+#include "eval_robust.h"
+#include "model.h"
+#include "partition.h"
 #include "tensor.h"
 
 int cmd_eval_main(int argc, char **argv);
@@ -50,6 +52,32 @@ static const config_opt eval_opts[] = {
 	{"threads", NULL, CONFIG_INT, "0", 0, 256,
 	 "images evaluated in parallel, one single-threaded engine each; "
 	 "0 = OpenMP's default (OMP_NUM_THREADS or the cores)"},
+	{"devices", NULL, CONFIG_INT, "0", 0, PARTITION_MAX_DEVICES,
+	 "partition over N simulated devices (0 = unpartitioned)"},
+	{"method", NULL, CONFIG_STRING, "robustdice", 0, 0,
+	 "partitioning: sequential, random, layerwise, full, robustdice"},
+	{"ratio", NULL, CONFIG_DOUBLE, "0.25", 0, 1,
+	 "fraction of each stage's neurons that get replicas"},
+	{"copies", NULL, CONFIG_INT, "2", 1, PARTITION_MAX_COPIES,
+	 "holders per replicated neuron (2 = one replica)"},
+	{"score", NULL, CONFIG_STRING, "l1", 0, 0,
+	 "neuron importance for robustdice: l1 or act"},
+	{"seed", NULL, CONFIG_INT, "0", 0, 1e15,
+	 "seed for random partitions and sampled failure sets"},
+	{"fail", NULL, CONFIG_INT, "0", 0, PARTITION_MAX_DEVICES,
+	 "failed devices: every combination of K (or --max-combos of them)"},
+	{"max-combos", NULL, CONFIG_INT, "64", 1, 100000,
+	 "evaluate at most this many failure sets (seeded sample)"},
+	{"impute", NULL, CONFIG_STRING, "zero", 0, 0,
+	 "missing neurons: zero, mean or recon"},
+	{"replica-mode", NULL, CONFIG_STRING, "standby", 0, 0,
+	 "standby or active"},
+	{"budget", NULL, CONFIG_STRING, "flat", 0, 0,
+	 "replication budget per stage: flat or sensitivity"},
+	{"calib-images", NULL, CONFIG_INT, "512", 1, 60000,
+	 "training images for means, recon maps and act scores"},
+	{"sens-images", NULL, CONFIG_INT, "500", 1, 5000,
+	 "validation images for --budget sensitivity"},
 	{"help", NULL, CONFIG_BOOL, "false", 0, 0, "show this help"},
 };
 
@@ -74,6 +102,19 @@ static void eval_usage(const config *c, FILE *f)
 		"seconds covers preprocessing and inference, not loading; threads\n"
 		"is the number of parallel workers.\n"
 		"\n"
+		"With --devices N the model is partitioned over N simulated\n"
+		"devices (--method, --ratio, --copies, --score) and run through\n"
+		"the gateway's request path (stages, replica rounds, imputation);\n"
+		"with --fail K every combination of K failed devices (at most\n"
+		"--max-combos, a seeded sample beyond) is evaluated, and stdout\n"
+		"gets one JSON line with accuracy_nofail, accuracy_mean,\n"
+		"accuracy_min, retained (= mean / nofail), memory_overhead and\n"
+		"per_combo details. Means, recon maps and act scores come from\n"
+		"the first --calib-images training images; recon maps are fitted\n"
+		"for every set of up to K failed devices (falls back to mean, and\n"
+		"says so in recon_fallbacks, for failure patterns it has no map\n"
+		"for).\n"
+		"\n"
 		"options:\n");
 	config_print_help(c, f);
 	fprintf(f,
@@ -97,38 +138,6 @@ static size_t argmax(const float *v, size_t n)
 		if (v[i] > v[best] || (isnan(v[best]) && !isnan(v[i])))
 			best = i;
 	return best;
-}
-
-/* The graph must take model.json's input and give one score per label. */
-static df_err check_graph(const graph *g, const model_dir *m)
-{
-	if (g->n_inputs != 1 || g->n_outputs < 1)
-		return df_errf(DF_ENOTSUP,
-			       "%s: the model has %d inputs and %d outputs; "
-			       "one input is supported",
-			       m->onnx_path, g->n_inputs, g->n_outputs);
-	const graph_value *in = &g->values[g->inputs[0]];
-	int same = in->ndim == 4;
-	for (int i = 0; same && i < 4; i++)
-		same = in->dims[i] == m->input_shape[i];
-	if (!same) {
-		char a[96], b[96];
-		tensor_shape_str(in->ndim, in->dims, a, sizeof a);
-		tensor_shape_str(4, m->input_shape, b, sizeof b);
-		return df_errf(DF_EINVAL,
-			       "%s: the ONNX input is %s but model.json says %s",
-			       m->onnx_path, a, b);
-	}
-	const graph_value *out = &g->values[g->outputs[0]];
-	int64_t n = 1;
-	for (int i = 0; i < out->ndim; i++)
-		n *= out->dims[i];
-	if (n != (int64_t)m->n_labels)
-		return df_errf(DF_EINVAL,
-			       "%s: the model gives %lld scores but there are "
-			       "%zu labels",
-			       m->onnx_path, (long long)n, m->n_labels);
-	return DF_OK;
 }
 
 static int print_result(const model_dir *m, const char *dataset,
@@ -301,9 +310,8 @@ int cmd_eval_main(int argc, char **argv)
 {
 	int rc = CLI_FAIL;
 	config *c = NULL;
-	model_dir *m = NULL;
+	model *mod = NULL;
 	fmnist *data = NULL;
-	graph *g = NULL;
 	engine_kind kind;
 	fmnist_split split;
 
@@ -345,25 +353,28 @@ int cmd_eval_main(int argc, char **argv)
 	size_t limit = (size_t)config_int(c, "limit");
 
 	const char *dir = config_positional(c, 0);
-	if (model_dir_load(dir, &m)) {
+	if (model_load(dir, NULL, false, &mod)) {
 		cli_fail("eval", "model");
 		goto out;
 	}
+	const model_dir *m = mod->dir;
+	const graph *g = mod->g;
 	if (m->dataset && strcmp(m->dataset, dataset) != 0)
 		fprintf(stderr,
 			"dicefleet eval: warning: %s was trained on %s, "
 			"evaluating on %s\n",
 			m->name, m->dataset, dataset);
-	if (model_dir_verify(m)) {
-		cli_fail("eval", "model");
-		goto out;
-	}
 	if (fmnist_load(config_str(c, "data-dir"), split, limit, &data)) {
 		cli_fail("eval", "data set");
 		goto out;
 	}
-	if (onnx_import_file(m->onnx_path, &g) || check_graph(g, m)) {
-		cli_fail("eval", "model");
+	if (config_int(c, "devices") > 0) {
+		rc = eval_robust(c, mod, data);
+		goto out;
+	}
+	if (config_is_set(c, "fail")) {
+		fprintf(stderr, "dicefleet eval: --fail needs --devices\n");
+		rc = CLI_USAGE;
 		goto out;
 	}
 	if ((size_t)workers > data->count)
@@ -378,9 +389,8 @@ int cmd_eval_main(int argc, char **argv)
 	rc = print_result(m, dataset, split == FMNIST_TRAIN ? "train" : "test",
 			  data->count, correct, secs, kind, workers);
 out:
-	graph_destroy(g);
 	fmnist_destroy(data);
-	model_dir_destroy(m);
+	model_destroy(mod);
 	config_destroy(c);
 	return rc;
 }

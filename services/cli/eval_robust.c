@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <jansson.h>
+#include <omp.h>
 
 #include "cli.h"
 #include "eval_robust.h"
@@ -34,7 +35,8 @@ typedef struct eval_ctx {
 	impute_stats *stats;
 	impute_recon *recon;
 	partition_map *map;
-	sim *sim;
+	sim **sims;
+	int n_sims;
 	double *sens;
 	double *stage_ratio;
 	const float **scores;
@@ -49,7 +51,9 @@ static void ctx_free(eval_ctx *e)
 	impute_stats_destroy(e->stats);
 	impute_recon_destroy(e->recon);
 	partition_destroy(e->map);
-	sim_destroy(e->sim);
+	for (int k = 0; k < e->n_sims; k++)
+		sim_destroy(e->sims[k]);
+	free(e->sims);
 	free(e->sens);
 	free(e->stage_ratio);
 	free(e->scores);
@@ -81,7 +85,9 @@ static df_err parse_params(const config *c, partition_params *pp,
 	pp->copies = (int)config_int(c, "copies");
 	pp->seed = (uint64_t)config_int(c, "seed");
 	opt->kind = *kind;
-	opt->threads = (int)config_int(c, "threads");
+	/* --threads is the number of images in flight, each on single-threaded
+	 * engines: tiny layers split over OpenMP threads run far slower. */
+	opt->threads = 1;
 	if (config_int(c, "fail") > pp->n_devices)
 		return df_errf(DF_EINVAL, "--fail %lld is more than --devices %d",
 			       (long long)config_int(c, "fail"), pp->n_devices);
@@ -199,9 +205,20 @@ int eval_robust(const config *c, const model *m, const fmnist *test)
 		}
 		opt.recon = e.recon;
 	}
-	if ((err = sim_create(m->g, m->plan, e.map, kind, opt.threads, &e.sim))) {
-		cli_fail("eval", "building the simulated devices");
+	int workers = (int)config_int(c, "threads");
+	if (workers <= 0)
+		workers = omp_get_max_threads();
+	e.sims = calloc((size_t)workers, sizeof *e.sims);
+	if (!e.sims) {
+		cli_fail("eval", "out of memory");
 		goto out;
+	}
+	for (; e.n_sims < workers; e.n_sims++) {
+		if ((err = sim_create(m->g, m->plan, e.map, kind, opt.threads,
+				      &e.sims[e.n_sims]))) {
+			cli_fail("eval", "building the simulated devices");
+			goto out;
+		}
 	}
 	if ((err = robust_failure_sets(pp.n_devices, fail,
 				       (size_t)config_int(c, "max-combos"),
@@ -213,7 +230,7 @@ int eval_robust(const config *c, const model *m, const fmnist *test)
 	char label[64];
 	robust_run nofail;
 	prog.label = "no failure";
-	if ((err = robust_accuracy(m->g, m->plan, e.map, e.sim, &opt,
+	if ((err = robust_accuracy(m->g, m->plan, e.map, e.sims, e.n_sims, &opt,
 				   &m->dir->input, test, limit, 0, cli_progress,
 				   &prog, &nofail))) {
 		cli_fail("eval", "accuracy");
@@ -226,7 +243,7 @@ int eval_robust(const config *c, const model *m, const fmnist *test)
 		robust_run r;
 		snprintf(label, sizeof label, "failure set %zu/%zu", k + 1, e.n_masks);
 		prog = (cli_progress_state){.label = label, .tty = isatty(2)};
-		if ((err = robust_accuracy(m->g, m->plan, e.map, e.sim, &opt,
+		if ((err = robust_accuracy(m->g, m->plan, e.map, e.sims, e.n_sims, &opt,
 					   &m->dir->input, test, limit, e.masks[k],
 					   cli_progress, &prog, &r))) {
 			cli_fail("eval", "accuracy");
