@@ -189,9 +189,12 @@ static df_err dn_node_err(const dn_engine *E, df_err err, const char *fmt, ...)
 /* Maps a failed oneDNN call to a df_err naming the node and the function. */
 static df_err dn_fail(const dn_engine *E, dnnl_status_t st, const char *call)
 {
-	df_err err = st == dnnl_out_of_memory  ? DF_ENOMEM
-		     : st == dnnl_unimplemented ? DF_ENOTSUP
-						: DF_EINTERNAL;
+	/* Descriptors are built from the graph, so oneDNN rejecting one as
+	 * invalid means the graph is inconsistent. */
+	df_err err = st == dnnl_out_of_memory	     ? DF_ENOMEM
+		     : st == dnnl_unimplemented      ? DF_ENOTSUP
+		     : st == dnnl_invalid_arguments ? DF_EINVAL
+						     : DF_EINTERNAL;
 	int len = (int)strcspn(call, "(");
 	return dn_node_err(E, err, "oneDNN %.*s failed: %s", len, call,
 			   dnnl_status2str(st));

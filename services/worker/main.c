@@ -15,6 +15,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "runtime.h"
 #include "worker.h"
 
 #ifndef DICEFLEET_VERSION
@@ -96,31 +97,13 @@ static int write_port_file(const char *path, int port)
 	return rc;
 }
 
-/*
- * OpenMP threads that spin while waiting (libgomp's default) starve the
- * HTTP threads and each other on a 2-core device: measured 20x slower
- * stage calls on a busy 2-core host (see worker.h). libgomp reads
- * OMP_WAIT_POLICY when it is loaded, before main(), so when the operator
- * has not chosen a policy the worker sets "passive" and re-executes itself
- * once. If the re-exec fails it carries on with the default.
- */
-static void ensure_passive_omp(char **argv)
-{
-	if (getenv("OMP_WAIT_POLICY"))
-		return;
-	if (setenv("OMP_WAIT_POLICY", "passive", 1) != 0)
-		return;
-	execv("/proc/self/exe", argv);
-	unsetenv("OMP_WAIT_POLICY");
-}
-
 int main(int argc, char **argv)
 {
 	int rc = 1;
 	config *c = NULL;
 	worker *w = NULL;
 	http_server *srv = NULL;
-	ensure_passive_omp(argv);
+	runtime_omp_passive(argv); /* see runtime.h */
 	log_set_component("worker");
 
 	df_err err = config_create(opts, sizeof opts / sizeof opts[0], &c);

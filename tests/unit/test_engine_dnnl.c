@@ -13,7 +13,10 @@
  * Every comparison also runs the oneDNN engine a second time on the same
  * inputs and requires bit-identical outputs: buffers are shared and
  * written in place, so a planning bug that clobbers a value still needed
- * (or a graph input) shows up as a second run that differs.
+ * (or a graph input) shows up as a second run that differs. The engine
+ * runs with 2 threads, so both its one-thread and its parallel steps are
+ * exercised. A last test corrupts finalized graphs and checks that create
+ * fails cleanly, naming the node.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -901,6 +904,41 @@ static void threads_restored(void **state)
 	graph_destroy(g);
 }
 
+/* A graph that breaks the engine's assumptions after finalize (as a buggy
+ * planner could hand it) fails at create with an error naming the node,
+ * leaves the out-parameter alone and frees what it built (ASan checks). */
+static void create_rejects_broken_nodes(void **state)
+{
+	(void)state;
+	for (int which = 0; which < 3; which++) {
+		graph *g = new_graph();
+		int x = add_input(g, 4, (int64_t[]){1, 13, 9, 9});
+		int a = conv_k(g, x, 37, 3, 1, 1);
+		int b = pool(g, GRAPH_OP_MAXPOOL, a, 3, 2,
+			     (int64_t[]){1, 1, 1, 1}, 1, false, false);
+		out(g, conv_k(g, b, 16, 3, 1, 1));
+		assert_int_equal(graph_finalize(g), DF_OK);
+		assert_int_equal(g->n_nodes, 3);
+		graph_node *bad = &g->nodes[which];
+		if (which == 0)
+			bad->attr.conv.group = 5;
+		else if (which == 1)
+			bad->attr.pool.strides[0] = 0;
+		else
+			bad->attr.conv.strides[1] = 3;
+		engine *e = (engine *)&which;
+		df_err err = engine_create(g, ENGINE_DNNL, 2, &e);
+		if (err != DF_EINVAL)
+			fail_msg("broken node %d: got %s (%s)", which,
+				 df_err_str(err), df_err_msg());
+		assert_ptr_equal(e, (engine *)&which);
+		if (!strstr(df_err_msg(), bad->name))
+			fail_msg("error does not name node %s: %s", bad->name,
+				 df_err_msg());
+		graph_destroy(g);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -920,6 +958,7 @@ int main(void)
 		cmocka_unit_test(resnet_block),
 		cmocka_unit_test(mobilenetv2_block),
 		cmocka_unit_test(threads_restored),
+		cmocka_unit_test(create_rejects_broken_nodes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
