@@ -477,12 +477,14 @@ static void finish_call(http_client *c, call_slot *s, CURLcode rc)
 	s->call = NULL;
 }
 
+/* A call that was never sent (or abandoned). The observer hears of it
+ * unless the request's own deadline is to blame, not the device. */
 static void fail_call(http_client *c, runner_call *call, df_err st)
 {
 	call->status = st;
 	c->stats.calls_failed++;
 	log_debug("stage call not sent: %s", df_err_msg());
-	if (c->opt.observer)
+	if (c->opt.observer && st != DF_ETIMEDOUT)
 		c->opt.observer(c->opt.observer_ctx, call->device, call->stage, st,
 				0.0);
 }
@@ -526,6 +528,7 @@ static void http_execute(void *ctx, runner_call *calls, size_t n)
 		CURLMcode mc = curl_multi_perform(c->multi, &running);
 		CURLMsg *m;
 		int left;
+		bool progress = false;
 		while ((m = curl_multi_info_read(c->multi, &left))) {
 			if (m->msg != CURLMSG_DONE)
 				continue;
@@ -537,6 +540,7 @@ static void http_execute(void *ctx, runner_call *calls, size_t n)
 			if (s && s->call) {
 				finish_call(c, s, rc);
 				finished++;
+				progress = true;
 			}
 			curl_multi_remove_handle(c->multi, e);
 		}
@@ -544,6 +548,11 @@ static void http_execute(void *ctx, runner_call *calls, size_t n)
 			break;
 		if (mc != CURLM_OK) {
 			log_error("curl_multi_perform: %s", curl_multi_strerror(mc));
+			break;
+		}
+		if (running == 0 && !progress) {
+			log_error("libcurl reports no transfer running, %zu of %zu unfinished",
+				  added - finished, added);
 			break;
 		}
 		if (running > 0 &&

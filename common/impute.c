@@ -43,6 +43,7 @@ typedef struct stage_stats {
 	double *gram;     /* [(c+1)^2], row-major, last row/col = bias */
 	float *mean;      /* [c] after finish */
 	float *act;       /* [c] after finish */
+	float *var;       /* [c] after finish */
 	float lo, hi;     /* clamp range of the final activation */
 	double pixels;    /* pixels observed */
 	size_t images;
@@ -64,6 +65,7 @@ void impute_stats_destroy(impute_stats *s)
 		free(s->st[i].gram);
 		free(s->st[i].mean);
 		free(s->st[i].act);
+		free(s->st[i].var);
 	}
 	free(s->st);
 	free(s);
@@ -146,7 +148,9 @@ df_err impute_stats_create(const graph *g, const stage_plan *p,
 		ss->gram = calloc((c + 1) * (c + 1), sizeof *ss->gram);
 		ss->mean = calloc(c, sizeof *ss->mean);
 		ss->act = calloc(c, sizeof *ss->act);
-		if (!ss->sum || !ss->sum_abs || !ss->gram || !ss->mean || !ss->act)
+		ss->var = calloc(c, sizeof *ss->var);
+		if (!ss->sum || !ss->sum_abs || !ss->gram || !ss->mean || !ss->act ||
+		    !ss->var)
 			goto nomem;
 		stage_clamp(g, st, &ss->lo, &ss->hi);
 	}
@@ -221,6 +225,9 @@ df_err impute_stats_finish(impute_stats *s)
 		for (int64_t k = 0; k < ss->c; k++) {
 			ss->mean[k] = (float)(ss->sum[k] / ss->pixels);
 			ss->act[k] = (float)(ss->sum_abs[k] / ss->pixels);
+			double m = ss->sum[k] / ss->pixels;
+			double sq = ss->gram[(size_t)k * dim + (size_t)k] / ss->pixels;
+			ss->var[k] = (float)(sq - m * m > 0 ? sq - m * m : 0);
 		}
 	}
 	s->finished = true;
@@ -247,6 +254,25 @@ const float *impute_stats_act(const impute_stats *s, int st)
 	if (!s || st < 0 || st >= s->n_stages || !s->st[st].c || !s->finished)
 		return NULL;
 	return s->st[st].act;
+}
+
+const float *impute_stats_var(const impute_stats *s, int st)
+{
+	if (!s || st < 0 || st >= s->n_stages || !s->st[st].c || !s->finished)
+		return NULL;
+	return s->st[st].var;
+}
+
+const float *impute_stats_score(const impute_stats *s, int st, int score)
+{
+	switch (score) {
+	case PARTITION_SCORE_ACT:
+		return impute_stats_act(s, st);
+	case PARTITION_SCORE_VAR:
+		return impute_stats_var(s, st);
+	default:
+		return NULL;
+	}
 }
 
 /* ---- recon maps ----------------------------------------------------- */

@@ -69,6 +69,12 @@ void impute_stats_destroy(impute_stats *s);
 /* Per-channel mean / mean |activation| of stage st (NULL for LOCAL). */
 const float *impute_stats_mean(const impute_stats *s, int st);
 const float *impute_stats_act(const impute_stats *s, int st);
+/* Per-channel variance over calibration pixels (NULL for LOCAL). */
+const float *impute_stats_var(const impute_stats *s, int st);
+
+/* The per-neuron score partition_score `score` asks for (act or var) of
+ * stage st, or NULL (LOCAL stage, or l1, which needs no statistics). */
+const float *impute_stats_score(const impute_stats *s, int st, int score);
 
 typedef struct impute_recon impute_recon;
 

@@ -30,7 +30,7 @@ static const char *const method_names[] = {"sequential", "random", "layerwise",
 _Static_assert(sizeof method_names / sizeof method_names[0] ==
 		       PARTITION_METHOD_COUNT,
 	       "one name per partition method");
-static const char *const score_names[] = {"l1", "act"};
+static const char *const score_names[] = {"l1", "act", "var"};
 _Static_assert(sizeof score_names / sizeof score_names[0] ==
 		       PARTITION_SCORE_COUNT,
 	       "one name per score");
@@ -64,7 +64,7 @@ df_err partition_score_parse(const char *s, partition_score *out)
 			*out = (partition_score)i;
 			return DF_OK;
 		}
-	return df_errf(DF_EINVAL, "unknown score '%s' (l1, act)", s ? s : "");
+	return df_errf(DF_EINVAL, "unknown score '%s' (l1, act, var)", s ? s : "");
 }
 
 void partition_params_default(partition_params *p)
@@ -377,9 +377,10 @@ df_err partition_create(const graph *g, const stage_plan *plan,
 	if ((unsigned)pp->method >= PARTITION_METHOD_COUNT)
 		return df_errf(DF_EINVAL, "unknown method %d", (int)pp->method);
 	if (pp->method == PARTITION_ROBUSTDICE &&
-	    pp->score == PARTITION_SCORE_ACT && !pp->scores)
+	    pp->score != PARTITION_SCORE_L1 && !pp->scores)
 		return df_errf(DF_EINVAL,
-			       "score 'act' needs activation scores from calibration images");
+			       "score '%s' needs activation statistics from calibration images",
+			       partition_score_name(pp->score));
 
 	df_err err = DF_OK;
 	int *layer_dev = NULL;

@@ -48,6 +48,9 @@ typedef enum partition_method {
 typedef enum partition_score {
 	PARTITION_SCORE_L1 = 0,  /* L1 norm of the BN-folded filter */
 	PARTITION_SCORE_ACT,     /* mean |activation| on calibration data */
+	PARTITION_SCORE_VAR,     /* activation variance on calibration data:
+				    the expected squared error of filling
+				    the neuron with its mean (impute mean) */
 	PARTITION_SCORE_COUNT
 } partition_score;
 

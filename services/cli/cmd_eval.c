@@ -61,7 +61,7 @@ static const config_opt eval_opts[] = {
 	{"copies", NULL, CONFIG_INT, "2", 1, PARTITION_MAX_COPIES,
 	 "holders per replicated neuron (2 = one replica)"},
 	{"score", NULL, CONFIG_STRING, "l1", 0, 0,
-	 "neuron importance for robustdice: l1 or act"},
+	 "neuron importance for robustdice: l1, act or var"},
 	{"seed", NULL, CONFIG_INT, "0", 0, 1e15,
 	 "seed for random partitions and sampled failure sets"},
 	{"fail", NULL, CONFIG_INT, "0", 0, PARTITION_MAX_DEVICES,

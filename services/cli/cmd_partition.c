@@ -24,7 +24,7 @@ static const config_opt part_opts[] = {
 	{"copies", NULL, CONFIG_INT, "2", 1, PARTITION_MAX_COPIES,
 	 "holders per replicated neuron (2 = one replica)"},
 	{"score", NULL, CONFIG_STRING, "l1", 0, -1,
-	 "neuron importance for robustdice: l1 or act"},
+	 "neuron importance for robustdice: l1, act or var"},
 	{"seed", NULL, CONFIG_INT, "0", 0, 1e15, "seed for random"},
 	{"calib-images", NULL, CONFIG_INT, "256", 1, 60000,
 	 "training images used for --score act"},
@@ -82,13 +82,13 @@ static df_err build_map(const model *m, const config *c, partition_map **out)
 	pp.seed = (uint64_t)config_int(c, "seed");
 	impute_stats *st = NULL;
 	const float **scores = NULL;
-	if (pp.score == PARTITION_SCORE_ACT) {
+	if (pp.score != PARTITION_SCORE_L1) {
 		err = act_scores(m, c, &st);
 		scores = calloc((size_t)m->plan->n_stages + 1, sizeof *scores);
 		if (!err && !scores)
 			err = DF_ENOMEM;
 		for (int s = 0; !err && s < m->plan->n_stages; s++)
-			scores[s] = impute_stats_act(st, s);
+			scores[s] = impute_stats_score(st, s, (int)pp.score);
 		pp.scores = scores;
 	}
 	if (!err)

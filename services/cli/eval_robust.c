@@ -102,7 +102,7 @@ static df_err prepare(eval_ctx *e, partition_params *pp, runner_options *opt,
 	const model *m = e->m;
 	const int n_st = m->plan->n_stages;
 	bool need_stats = opt->impute != IMPUTE_ZERO ||
-			  pp->score == PARTITION_SCORE_ACT;
+			  pp->score != PARTITION_SCORE_L1;
 	bool sens_budget = strcmp(config_str(c, "budget"), "sensitivity") == 0;
 	df_err err = DF_OK;
 	if (need_stats || sens_budget)
@@ -117,12 +117,12 @@ static df_err prepare(eval_ctx *e, partition_params *pp, runner_options *opt,
 		e->calib_s = now_s() - t0;
 		opt->stats = e->stats;
 	}
-	if (!err && pp->score == PARTITION_SCORE_ACT) {
+	if (!err && pp->score != PARTITION_SCORE_L1) {
 		e->scores = calloc((size_t)n_st + 1, sizeof *e->scores);
 		if (!e->scores)
 			return DF_ENOMEM;
 		for (int s = 0; s < n_st; s++)
-			e->scores[s] = impute_stats_act(e->stats, s);
+			e->scores[s] = impute_stats_score(e->stats, s, (int)pp->score);
 		pp->scores = e->scores;
 	}
 	if (!err && sens_budget) {

@@ -2,24 +2,30 @@
 # robustness_report.sh - sweeps the shipped models x partitioning methods x
 # replication ratios x failures through `dicefleet eval` (in-process
 # simulation through the gateway's request path) and writes
-# tests/bench/results/robustness.jsonl, robustness.md and PNG plots.
+# tests/bench/results/robustness-<model>.jsonl, then robustness.md and PNG
+# plots from every robustness-*.jsonl there.
 #
-# usage: tests/bench/robustness_report.sh [--images N] [--models "a b"]
-#          [--quick]
-#   --images N   test images per evaluation (default 2000; the headline
-#                rows use the full 10,000)
-#   --quick      one model, fewer points (a smoke run, minutes)
+# usage: tests/bench/robustness_report.sh [--images N] [--headline-images N]
+#          [--models "a b"] [--quick] [--report-only]
+#   --images N            test images per sweep evaluation (default 1000)
+#   --headline-images N   test images for the headline rows (default 5000)
+#   --quick               one model, fewer points (a smoke run, minutes)
+#   --report-only         only rebuild robustness.md and the plots
 # Needs a build in build/ (tests/run.sh makes one) and /usr/bin/python3
 # with python3-matplotlib for the plots.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-images=2000
+images=1000
+headline=5000
 models="fmnist-vgg fmnist-resnet fmnist-mobilenet"
 quick=0
+report_only=0
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--images) images=$2; shift ;;
+	--headline-images) headline=$2; shift ;;
+	--report-only) report_only=1 ;;
 	--models) models=$2; shift ;;
 	--quick) quick=1 ;;
 	-h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
@@ -28,19 +34,21 @@ while [ $# -gt 0 ]; do
 	shift
 done
 
-bin=build/services/cli/dicefleet
+bin=${BUILD_DIR:-build}/services/cli/dicefleet
 [ -x "$bin" ] || { echo "build first (tests/run.sh or cmake --build build)" >&2; exit 1; }
 out=tests/bench/results
 mkdir -p "$out"
-jsonl=$out/robustness.jsonl
-: >"$jsonl"
+if [ "$report_only" = 1 ]; then
+	exec /usr/bin/python3 tests/bench/robustness_report.py "$out"
+fi
 ratios="0 0.1 0.25 0.5 1"
 methods="sequential random layerwise robustdice"
-imputes="zero mean"
+imputes="mean"
 if [ "$quick" = 1 ]; then
 	models=${models%% *}
 	ratios="0 0.25"
 	images=500
+	headline=1000
 fi
 
 total=0
@@ -50,21 +58,25 @@ run() { # run LABEL ARGS...: one eval, its JSON line appended with a label
 	printf '[%s] %-60s\n' "$(date +%H:%M:%S)" "$label $*" >&2
 	local line
 	line=$("$bin" eval "$@" 2>/dev/null | tail -n 1)
-	printf '{"sweep":"%s","args":"%s","result":%s}\n' "$label" "$*" "$line" >>"$jsonl"
+	printf '{"sweep":"%s","args":"%s","result":%s}\n' "$label" "$*" "${line:-null}" >>"$jsonl"
 }
 
 for m in $models; do
 	dir=models/$m
+	jsonl=$out/robustness-$m.jsonl
+	: >"$jsonl"
 	# headline: 4 devices, 1 failure, full test set; robustdice at 0.25
 	# against importance-blind splits at ratio 0 and at the same 0.25
 	for imp in zero mean recon; do
 		for cfg in "sequential 0" "random 0" "sequential 0.25" "random 0.25" "robustdice 0.25"; do
 			set -- $cfg
-			run headline "$dir" --devices 4 --fail 1 --method "$1" --ratio "$2" --impute "$imp" --limit 10000
+			run headline "$dir" --devices 4 --fail 1 --method "$1" --ratio "$2" --impute "$imp" --limit "$headline"
 		done
 	done
-	run headline "$dir" --devices 4 --fail 1 --method robustdice --ratio 0.25 --impute mean --score act --limit 10000
-	run headline "$dir" --devices 4 --fail 1 --method full --impute zero --limit 10000
+	run headline "$dir" --devices 4 --fail 1 --method robustdice --ratio 0.25 --impute mean --score act --limit "$headline"
+	run headline "$dir" --devices 4 --fail 1 --method robustdice --ratio 0.25 --impute recon --score act --limit "$headline"
+	run headline "$dir" --devices 4 --fail 1 --method robustdice --ratio 0.25 --impute mean --score var --limit "$headline"
+	run headline "$dir" --devices 4 --fail 1 --method full --impute zero --limit "$headline"
 	[ "$quick" = 1 ] && continue
 	# ratio sweep: 4 devices, 1 and 2 failures; 8 devices, 1 failure
 	for spec in "4 1" "4 2" "8 1"; do
@@ -91,5 +103,5 @@ for m in $models; do
 		done
 	done
 done
-echo "$total evaluations written to $jsonl" >&2
-/usr/bin/python3 tests/bench/robustness_report.py "$jsonl" "$out"
+echo "$total evaluations written to $out/robustness-*.jsonl" >&2
+/usr/bin/python3 tests/bench/robustness_report.py "$out"

@@ -415,6 +415,51 @@ static void recon_recovers_linear_channels_exactly(void **state)
 	graph_destroy(g);
 }
 
+static void stats_match_a_direct_computation(void **state)
+{
+	(void)state;
+	gb b;
+	int x = gb_begin(&b, 5, 3, 4, 4);
+	graph *g = gb_end(&b, gb_conv(&b, x, 3, 6, 3, 1, 1, 1));
+	stage_plan *p = NULL;
+	assert_int_equal(stage_plan_create(g, &p), DF_OK);
+	impute_stats *st = NULL;
+	assert_int_equal(impute_stats_create(g, p, &st), DF_OK);
+	double sum[6] = {0}, sq[6] = {0}, ab[6] = {0};
+	size_t px = 0;
+	for (int i = 0; i < 3; i++) {
+		tensor *t = gb_random_tensor(40 + (uint64_t)i, 4, g->values[g->outputs[0]].dims);
+		size_t hw = t->numel / 6;
+		for (size_t c = 0; c < 6; c++)
+			for (size_t k = 0; k < hw; k++) {
+				double v = tensor_f32(t)[c * hw + k];
+				sum[c] += v;
+				sq[c] += v * v;
+				ab[c] += v < 0 ? -v : v;
+			}
+		px += hw;
+		assert_int_equal(impute_stats_observe(st, 0, t), DF_OK);
+		tensor_destroy(t);
+	}
+	assert_null(impute_stats_var(st, 0)); /* not finished yet */
+	assert_int_equal(impute_stats_finish(st), DF_OK);
+	for (int c = 0; c < 6; c++) {
+		double m = sum[c] / (double)px;
+		assert_float_equal(impute_stats_mean(st, 0)[c], m, 1e-5);
+		assert_float_equal(impute_stats_act(st, 0)[c], ab[c] / (double)px, 1e-5);
+		assert_float_equal(impute_stats_var(st, 0)[c], sq[c] / (double)px - m * m, 1e-5);
+	}
+	assert_ptr_equal(impute_stats_score(st, 0, PARTITION_SCORE_VAR), impute_stats_var(st, 0));
+	assert_null(impute_stats_score(st, 0, PARTITION_SCORE_L1));
+	/* observing after finish is refused */
+	tensor *late = gb_random_tensor(99, 4, g->values[g->outputs[0]].dims);
+	assert_int_equal(impute_stats_observe(st, 0, late), DF_EINVAL);
+	tensor_destroy(late);
+	impute_stats_destroy(st);
+	stage_plan_destroy(p);
+	graph_destroy(g);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc > 1 && strcmp(argv[1], "--dnnl") == 0)
@@ -427,6 +472,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(zero_and_mean_fill_missing_channels),
 		cmocka_unit_test(recon_beats_zero_and_mean),
 		cmocka_unit_test(recon_recovers_linear_channels_exactly),
+		cmocka_unit_test(stats_match_a_direct_computation),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
