@@ -259,12 +259,13 @@ static df_err v1_inner(gateway *gw, const http_request *req,
 			goto out;
 		}
 	json_t *body = json_pack(
-		"{s:s, s:s, s:I, s:O, s:f, s:b, s:O, s:f, s:I}", "request_id",
+		"{s:s, s:s, s:I, s:O, s:f, s:b, s:O, s:f, s:I, s:I}", "request_id",
 		inf.request_id, "model", gw->model_name, "partition_version",
 		(json_int_t)inf.version, "predictions", preds, "coverage",
 		inf.rr.coverage, "degraded", inf.rr.coverage < 1.0, "failed_devices",
 		inf.failed, "latency_ms", (now_s() - t0) * 1000.0,
-		"imputed_neurons", (json_int_t)inf.rr.neurons_imputed);
+		"imputed_neurons", (json_int_t)inf.rr.neurons_imputed, "wire_bytes",
+		(json_int_t)(inf.wire.bytes_sent + inf.wire.bytes_received));
 	err = http_reply_json(res, 200, body);
 out:
 	json_decref(preds);
@@ -280,6 +281,7 @@ df_err classify_handle_v1(const http_request *req, http_response *res,
 {
 	gateway *gw = ctx;
 	double t0 = now_s();
+	df_err_clear();
 	return finish(gw, METRICS_CLASSIFY, res, v1_inner(gw, req, res), t0);
 }
 
@@ -460,6 +462,7 @@ df_err classify_handle_v2_infer(const http_request *req, http_response *res,
 {
 	gateway *gw = ctx;
 	double t0 = now_s();
+	df_err_clear();
 	return finish(gw, METRICS_INFER, res, v2_infer_inner(gw, req, res), t0);
 }
 
@@ -502,7 +505,7 @@ df_err classify_handle_v2_model_ready(const http_request *req,
 	df_err err = check_model(gw, http_request_param(req, "name"));
 	if (err)
 		return err;
-	char reason[256];
+	char reason[512];
 	if (!sched_ready(gw->sched, reason, sizeof reason))
 		return http_reply_error_status(res, 503, df_err_code(DF_EUNAVAIL),
 					       reason);
@@ -533,7 +536,7 @@ df_err classify_handle_ready(const http_request *req, http_response *res,
 {
 	(void)req;
 	gateway *gw = ctx;
-	char reason[256];
+	char reason[512];
 	if (!sched_ready(gw->sched, reason, sizeof reason))
 		return http_reply_error_status(res, 503, df_err_code(DF_EUNAVAIL),
 					       reason);

@@ -10,6 +10,16 @@
  *   health.c     device registry and health probing (UP/DOWN), down masks
  *   metrics.c    counters and the Prometheus text at GET /metrics
  *
+ * Request path: classify.c leases a runner + HTTP client (scheduler.c),
+ * points the client at the deployment's map and URLs with a request
+ * deadline, takes the DOWN devices from health.c as the runner's
+ * down_mask, and runs runner_infer(). Every stage call outcome goes to
+ * health_report_call() and metrics_stage_call() (scheduler.c's observer).
+ * Per-call deadlines are the fixed --stage-timeout-ms today; a per-device
+ * estimate plugs in as http_client_options.call_timeout (device, stage ->
+ * ms) when the deployment's clients are created, fed from dev_info's
+ * latency and the observer's per-call times.
+ *
  * Ownership: main() owns the gateway struct and everything it points to;
  * handlers borrow it. Fields below marked "immutable" are set before the
  * HTTP server starts and never written again, so handlers read them

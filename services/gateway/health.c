@@ -406,6 +406,7 @@ static void *probe_main(void *arg)
 		.cluster_token = gw->cluster_token,
 		.connect_timeout_ms = h->timeout_ms,
 		.stage_timeout_ms = gw->control_timeout_ms,
+		.abort = &gw->stopping,
 	};
 	if (http_client_create(&ho, &hc)) {
 		log_error("health: %s", df_err_msg());

@@ -39,7 +39,7 @@ static const config_opt gw_opts[] = {
 	{"skip-verify", "DICEFLEET_SKIP_VERIFY", CONFIG_BOOL, "false", 0, -1,
 	 "do not check model.onnx against model.json's sha256"},
 	{"worker", "DICEFLEET_WORKER", CONFIG_LIST, NULL, 0, -1,
-	 "ID=URL of a worker (repeatable; stored in the database)"},
+	 "ID=URL of a worker, stored in the database"},
 	{"method", "DICEFLEET_METHOD", CONFIG_STRING, "robustdice", 0, -1,
 	 "partition method: sequential, random, layerwise, full, robustdice"},
 	{"ratio", "DICEFLEET_RATIO", CONFIG_DOUBLE, "0.25", 0, 1,
@@ -278,7 +278,7 @@ int main(int argc, char **argv)
 	}
 	if (config_load_env(gw.cfg) ||
 	    config_parse_args(gw.cfg, argc, argv, 1)) {
-		fprintf(stderr, "dicefleet-gateway: %s (see --help)\n", df_err_msg());
+		fprintf(stderr, "dicefleet-gateway: %s\n", df_err_msg());
 		config_destroy(gw.cfg);
 		return 2;
 	}

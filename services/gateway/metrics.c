@@ -256,7 +256,7 @@ df_err metrics_handle(const http_request *req, http_response *res, void *ctx)
 	}
 	char model_label[512];
 	escape_label(gw->model_name, model_label, sizeof model_label);
-	char reason[256];
+	char reason[512];
 	bool ready = sched_ready(gw->sched, reason, sizeof reason);
 	put(&t, "# HELP dicefleet_partition_version Active partition version (0 = none).\n"
 		"# TYPE dicefleet_partition_version gauge\n"

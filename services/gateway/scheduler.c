@@ -62,7 +62,7 @@ struct scheduler {
 	bool stop;
 	bool thread_started;
 	pthread_t thread;
-	char reason[256];
+	char reason[512];
 };
 
 /* ---- deployments -------------------------------------------------------- */
@@ -472,6 +472,7 @@ static bool push_version(scheduler *s, deployment *d, http_client *hc)
 	const int n = m->n_devices;
 	bool prepared[PARTITION_MAX_DEVICES] = {false};
 	long wait_ms = (long)config_int(gw->cfg, "startup-wait-ms");
+	char last[200] = "";
 	for (;;) {
 		int64_t deadline = http_client_now_ms() + wait_ms;
 		int n_prepared = 0;
@@ -480,17 +481,19 @@ static bool push_version(scheduler *s, deployment *d, http_client *hc)
 			for (int i = 0; i < n; i++) {
 				if (!prepared[i]) {
 					df_err err = prepare_one(d, hc, i);
-					if (err)
-						log_debug("prepare: %s", df_err_msg());
-					else
+					if (err) {
+						snprintf(last, sizeof last, "%s", df_err_msg());
+						log_debug("prepare: %s", last);
+					} else {
 						prepared[i] = true;
+					}
 				}
 				n_prepared += prepared[i];
 			}
 			if (n_prepared == n || http_client_now_ms() >= deadline)
 				break;
-			set_reason(s, "deploying partition version %" PRId64 ": %d of %d workers prepared",
-				   m->version, n_prepared, n);
+			set_reason(s, "deploying partition version %" PRId64 ": %d of %d workers prepared; last error: %s",
+				   m->version, n_prepared, n, last);
 			if (!nap(s, 500))
 				return false;
 		}
@@ -518,10 +521,10 @@ static bool push_version(scheduler *s, deployment *d, http_client *hc)
 				 m->version, n_committed, n);
 			break;
 		}
-		set_reason(s, "no worker reachable to deploy partition version %" PRId64,
-			   m->version);
-		log_warn("no worker took partition version %" PRId64 "; retrying",
-			 m->version);
+		set_reason(s, "no worker took partition version %" PRId64 "; last error: %s",
+			   m->version, last);
+		log_warn("no worker took partition version %" PRId64 " (%s); retrying",
+			 m->version, last);
 		if (!nap(s, 1000))
 			return false;
 	}
@@ -554,6 +557,7 @@ static void *deployer_main(void *arg)
 		.cluster_token = gw->cluster_token,
 		.connect_timeout_ms = (long)config_int(gw->cfg, "connect-timeout-ms"),
 		.stage_timeout_ms = gw->control_timeout_ms,
+		.abort = &gw->stopping,
 	};
 	if (http_client_create(&ho, &hc)) {
 		log_error("deployer: %s", df_err_msg());
