@@ -686,7 +686,9 @@ static df_err import_model(const Onnx__ModelProto *m, graph **out)
 	return DF_OK;
 }
 
-df_err onnx_import_mem(const void *buf, size_t len, graph **out)
+/* Checks and unpacks a serialized ModelProto. *m is new
+ * (onnx__model_proto__free_unpacked()). */
+static df_err unpack_model(const void *buf, size_t len, Onnx__ModelProto **m)
 {
 	if (!buf && len)
 		return df_errf(DF_EINVAL, "no model data");
@@ -699,11 +701,20 @@ df_err onnx_import_mem(const void *buf, size_t len, graph **out)
 	df_err err = wire_scan(buf, len, &onnx__model_proto__descriptor, 0);
 	if (err)
 		return err;
-	Onnx__ModelProto *m = onnx__model_proto__unpack(NULL, len, buf);
-	if (!m)
+	*m = onnx__model_proto__unpack(NULL, len, buf);
+	if (!*m)
 		return df_errf(DF_EINVAL,
 		               "not a valid ONNX model: protobuf does not "
 		               "parse as ModelProto");
+	return DF_OK;
+}
+
+df_err onnx_import_mem(const void *buf, size_t len, graph **out)
+{
+	Onnx__ModelProto *m = NULL;
+	df_err err = unpack_model(buf, len, &m);
+	if (err)
+		return err;
 	err = import_model(m, out);
 	onnx__model_proto__free_unpacked(m, NULL);
 	return err;
@@ -746,7 +757,17 @@ df_err onnx_import_file(const char *path, graph **out)
 		}
 		got += (size_t)r;
 	}
-	err = onnx_import_mem(buf, len, out);
+	/* The file bytes are not needed once unpacked: free them before the
+	 * graph copies the weights, so the peak holds two copies, not three
+	 * (peak RSS of `dicefleet run` on resnet18: 140 MB before). */
+	Onnx__ModelProto *m = NULL;
+	err = unpack_model(buf, len, &m);
+	free(buf);
+	buf = NULL;
+	if (!err) {
+		err = import_model(m, out);
+		onnx__model_proto__free_unpacked(m, NULL);
+	}
 	if (err) {
 		char msg[512];
 		snprintf(msg, sizeof msg, "%s", df_err_msg());
