@@ -68,7 +68,11 @@ worker_bin="$build_dir/services/worker/dicefleet-worker"
 if [ "$deps" = 1 ]; then
 	deploy/install-deps.sh
 fi
-if [ ! -f "$build_dir/CMakeCache.txt" ]; then
+# Configure every time (quick once configured): a build tree made before a
+# target existed does not know it until CMake runs again.
+if [ -f "$build_dir/CMakeCache.txt" ]; then
+	cmake -S . -B "$build_dir" >/dev/null
+else
 	cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 fi
 echo "run-local: building dicefleet-gateway and dicefleet-worker in $build_dir/"
