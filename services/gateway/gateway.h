@@ -65,8 +65,9 @@ typedef struct gateway {
 	const char *model_name;       /* = mdl->dir->name */
 	const char *models_dir;
 	impute_stats *stats;          /* calibration (mean/recon), or NULL */
-	gw_settings settings;         /* immutable in this issue */
+	gw_settings settings;         /* written only by sched_repartition() */
 	const char *cluster_token;    /* NULL or "" = none */
+	const char *admin_token;      /* DICEFLEET_ADMIN_TOKEN; NULL = admin off */
 	long stage_timeout_ms;
 	long request_timeout_ms;
 	long control_timeout_ms;      /* prepare/commit/drop/healthz */
@@ -180,6 +181,26 @@ bool sched_ready(scheduler *s, char *reason, size_t len);
 df_err sched_push_device(scheduler *s, http_client *hc, const char *id,
 			 const char *url);
 
+/*
+ * Builds a new partition version with settings st (method, ratio, copies,
+ * replicas; impute stays) over the registered devices not known DOWN and
+ * pushes it with the zero-downtime protocol: prepare on every worker while
+ * the old version serves, commit, mark active in SQLite, switch requests,
+ * wait for requests on the old version, drop it on the workers. Saves the
+ * settings in SQLite and logs a "partition" event. Returns once the new
+ * version serves. DF_ECONFLICT while another change runs, DF_EUNAVAIL
+ * when nothing is deployed yet or no worker took the new version (then it
+ * is retired and the old one keeps serving).
+ */
+df_err sched_repartition(scheduler *s, const gw_settings *st, const char *cause,
+			 int64_t *old_version, int64_t *new_version);
+
+/* Whether device id is in the active partition version. */
+bool sched_active_has(scheduler *s, const char *id);
+
+/* Copy of the current settings (they change with sched_repartition()). */
+void sched_settings(scheduler *s, gw_settings *out);
+
 /* ---- health.c ------------------------------------------------------------ */
 
 typedef enum dev_state {
@@ -210,6 +231,10 @@ void health_destroy(health *h);
 /* Registers (or updates the URL of) a device and stores it. */
 df_err health_register(health *h, const char *id, const char *url);
 
+/* Removes a device from the registry and SQLite (its events stay) and
+ * logs an "admin" event with cause. DF_ENOENT if unknown. */
+df_err health_unregister(health *h, const char *id, const char *cause);
+
 /* Copies of all devices, sorted by id. *out is new (free()). */
 df_err health_list(health *h, dev_info **out, size_t *n);
 
@@ -237,6 +262,21 @@ void health_probe_round(health *h, http_client *hc);
  * map failed or succeeded (runs on request threads). */
 void health_report_call(health *h, const partition_map *m, int device,
 			df_err status, double ms);
+
+/* ---- admin.c (DESIGN §7 admin API; Bearer gw->admin_token) ------------ */
+
+df_err admin_handle_devices(const http_request *req, http_response *res,
+			    void *ctx);
+df_err admin_handle_partition(const http_request *req, http_response *res,
+			      void *ctx);
+df_err admin_handle_events(const http_request *req, http_response *res,
+			   void *ctx);
+df_err admin_handle_device_add(const http_request *req, http_response *res,
+			      void *ctx);
+df_err admin_handle_device_delete(const http_request *req,
+				 http_response *res, void *ctx);
+df_err admin_handle_replication(const http_request *req, http_response *res,
+				void *ctx);
 
 /* ---- metrics.c ------------------------------------------------------------ */
 

@@ -223,6 +223,31 @@ df_err health_register(health *h, const char *id, const char *url)
 	return err;
 }
 
+df_err health_unregister(health *h, const char *id, const char *cause)
+{
+	df_err err = check_id(id);
+	if (err)
+		return err;
+	pthread_mutex_lock(&h->lock);
+	int i = find(h, id);
+	if (i >= 0) {
+		memmove(&h->devs[i], &h->devs[i + 1],
+			(h->n - (size_t)i - 1) * sizeof *h->devs);
+		h->n--;
+	}
+	pthread_mutex_unlock(&h->lock);
+	err = store_device_delete(h->gw->db, id);
+	if (err == DF_ENOENT && i >= 0)
+		err = DF_OK;
+	if (err)
+		return err;
+	store_event ev = {.device_id = (char *)id, .kind = "admin",
+			  .to_state = "REMOVED", .cause = (char *)cause};
+	store_event_append(h->gw->db, &ev, NULL);
+	log_info("device %s removed (%s)", id, cause);
+	return DF_OK;
+}
+
 df_err health_list(health *h, dev_info **out, size_t *n)
 {
 	pthread_mutex_lock(&h->lock);

@@ -21,6 +21,7 @@
 #include "fmnist.h"
 #include "gateway.h"
 #include "log.h"
+#include "runtime.h"
 #include "robustness.h"
 
 static const config_opt gw_opts[] = {
@@ -104,7 +105,8 @@ static void usage(const config *c, FILE *f)
 		"Serves one CNN split by neurons across dicefleet-worker services:\n"
 		"POST /v1/classify (image/png, image/jpeg, multipart/form-data\n"
 		"field \"image\"), KServe v2 /v2/health/{live,ready},\n"
-		"/v2/models/{name}[/infer], GET /metrics.\n"
+		"/v2/models/{name}[/infer], GET /metrics; admin API under /admin\n"
+		"(Authorization: Bearer $DICEFLEET_ADMIN_TOKEN; 403 when unset).\n"
 		"\n"
 		"Every option can also be set with the environment variable shown.\n"
 		"\n"
@@ -250,6 +252,8 @@ static df_err read_options(gateway *gw)
 	gw->models_dir = config_str(c, "models");
 	const char *tok = config_str(c, "cluster-token");
 	gw->cluster_token = tok && *tok ? tok : NULL;
+	const char *admin = getenv("DICEFLEET_ADMIN_TOKEN");
+	gw->admin_token = admin && *admin ? admin : NULL;
 	df_err err = engine_kind_parse(config_str(c, "engine"), &gw->engine);
 	if (err)
 		return err;
@@ -271,6 +275,7 @@ int main(int argc, char **argv)
 	http_server *srv = NULL;
 	int rc = 1;
 	df_err err;
+	runtime_omp_passive(argv); /* see runtime.h */
 	log_set_component("gateway");
 	if (config_create(gw_opts, sizeof gw_opts / sizeof gw_opts[0], &gw.cfg)) {
 		fprintf(stderr, "dicefleet-gateway: %s\n", df_err_msg());

@@ -31,6 +31,12 @@ static const http_route routes[] = {
 	{"GET", "/v2/models/{name}/ready", classify_handle_v2_model_ready, 0},
 	{"POST", "/v2/models/{name}/infer", classify_handle_v2_infer, 0},
 	{"GET", "/metrics", metrics_handle, 0},
+	{"GET", "/admin/devices", admin_handle_devices, 0},
+	{"POST", "/admin/devices", admin_handle_device_add, 65536},
+	{"DELETE", "/admin/devices/{id}", admin_handle_device_delete, 0},
+	{"GET", "/admin/partition", admin_handle_partition, 0},
+	{"GET", "/admin/events", admin_handle_events, 0},
+	{"PUT", "/admin/replication", admin_handle_replication, 65536},
 };
 
 const http_route *routes_table(size_t *n)

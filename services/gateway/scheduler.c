@@ -54,6 +54,7 @@ struct deployment {
 struct scheduler {
 	gateway *gw;
 	pthread_mutex_t lock;
+	pthread_mutex_t change;   /* serializes sched_repartition() */
 	pthread_cond_t freed;     /* a slot was released / state changed */
 	pthread_cond_t wake;      /* deployer sleep */
 	deployment *active;
@@ -98,8 +99,8 @@ static void call_observer(void *ctx, int device, int st, df_err status,
 }
 
 /* Builds a deployment around map (taken over) with its JSON text. */
-static df_err deployment_create(gateway *gw, partition_map *map, char *json,
-				deployment **out)
+static df_err deployment_create(gateway *gw, const gw_settings *st,
+				partition_map *map, char *json, deployment **out)
 {
 	deployment *d = calloc(1, sizeof *d);
 	if (!d) {
@@ -132,7 +133,7 @@ static df_err deployment_create(gateway *gw, partition_map *map, char *json,
 			}
 		}
 	}
-	if (gw->settings.impute == IMPUTE_RECON && gw->stats) {
+	if (st->impute == IMPUTE_RECON && gw->stats) {
 		err = impute_recon_fit(gw->stats, gw->mdl->plan, map, 1, &d->recon);
 		if (err)
 			goto out;
@@ -141,8 +142,8 @@ static df_err deployment_create(gateway *gw, partition_map *map, char *json,
 			 impute_recon_bytes(d->recon));
 	}
 	runner_options ro = {
-		.impute = gw->settings.impute,
-		.replicas = gw->settings.replicas,
+		.impute = st->impute,
+		.replicas = st->replicas,
 		.stats = gw->stats,
 		.recon = d->recon,
 		.kind = gw->engine,
@@ -294,11 +295,10 @@ static df_err max_version(store *db, int64_t *v)
 }
 
 /* Builds a new map over ids and stores it as the next version. */
-static df_err create_version(scheduler *s, char **ids, int n,
-			     partition_map **out, char **json_out)
+static df_err create_version(scheduler *s, const gw_settings *st, char **ids,
+			     int n, partition_map **out, char **json_out)
 {
 	gateway *gw = s->gw;
-	const gw_settings *st = &gw->settings;
 	partition_params pp;
 	partition_params_default(&pp);
 	pp.method = st->method;
@@ -463,15 +463,19 @@ static void switch_to(scheduler *s, deployment *d)
 		deployment_free(old);
 }
 
-/* Prepare all -> commit all -> active in SQLite -> switch -> drop old.
- * Returns false when stopped before the version could be activated. */
-static bool push_version(scheduler *s, deployment *d, http_client *hc)
+/* Prepare all -> commit all -> active in SQLite -> switch -> wait for the
+ * requests in flight on the replaced deployment -> drop version `old` on
+ * the workers. Workers that do not prepare within wait_ms are marked
+ * DOWN. When no worker commits: with `once` returns false at once, else
+ * retries until one does. Returns false when stopped before the version
+ * could be activated. */
+static bool push_version(scheduler *s, deployment *d, http_client *hc,
+			 long wait_ms, bool once, int64_t old)
 {
 	gateway *gw = s->gw;
 	const partition_map *m = d->map;
 	const int n = m->n_devices;
 	bool prepared[PARTITION_MAX_DEVICES] = {false};
-	long wait_ms = (long)config_int(gw->cfg, "startup-wait-ms");
 	char last[200] = "";
 	for (;;) {
 		int64_t deadline = http_client_now_ms() + wait_ms;
@@ -521,6 +525,18 @@ static bool push_version(scheduler *s, deployment *d, http_client *hc)
 				 m->version, n_committed, n);
 			break;
 		}
+		if (once) {
+			log_warn("no worker took partition version %" PRId64 " (%s)",
+				 m->version, last);
+			/* Free the workers' slot for the next attempt. */
+			for (int i = 0; i < n; i++)
+				if (d->urls[i] &&
+				    control_call(gw, hc, "DELETE", d->urls[i], m->devices[i],
+						 m->version, "drop", NULL))
+					log_debug("drop of version %" PRId64 ": %s",
+						  m->version, df_err_msg());
+			return false;
+		}
 		set_reason(s, "no worker took partition version %" PRId64 "; last error: %s",
 			   m->version, last);
 		log_warn("no worker took partition version %" PRId64 " (%s); retrying",
@@ -532,8 +548,27 @@ static bool push_version(scheduler *s, deployment *d, http_client *hc)
 	if (err)
 		log_error("marking version %" PRId64 " active: %s", m->version,
 			  df_err_msg());
+	/* Hold the replaced deployment so that its leases can be waited for:
+	 * workers drop the old version only after requests on it finished. */
+	pthread_mutex_lock(&s->lock);
+	deployment *prev = s->active;
+	if (prev)
+		prev->refs++;
+	pthread_mutex_unlock(&s->lock);
 	switch_to(s, d);
-	int64_t old = s->previous;
+	if (prev) {
+		struct timespec until;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += gw->request_timeout_ms / 1000 + 1;
+		pthread_mutex_lock(&s->lock);
+		while (prev->refs > 1 && !s->stop)
+			if (pthread_cond_timedwait(&s->freed, &s->lock, &until) == ETIMEDOUT)
+				break;
+		bool gone = --prev->refs == 0;
+		pthread_mutex_unlock(&s->lock);
+		if (gone)
+			deployment_free(prev);
+	}
 	if (old > 0 && old != m->version) {
 		for (int i = 0; i < n; i++) {
 			if (!prepared[i])
@@ -566,7 +601,9 @@ static void *deployer_main(void *arg)
 	pthread_mutex_lock(&s->lock);
 	deployment *d = s->pending;
 	pthread_mutex_unlock(&s->lock);
-	if (d && push_version(s, d, hc)) {
+	if (d && push_version(s, d, hc,
+			      (long)config_int(gw->cfg, "startup-wait-ms"), false,
+			      s->previous)) {
 		if (health_start(gw->health))
 			log_error("health loop: %s", df_err_msg());
 	}
@@ -583,6 +620,7 @@ df_err sched_create(gateway *gw, scheduler **out)
 		return DF_ENOMEM;
 	s->gw = gw;
 	pthread_mutex_init(&s->lock, NULL);
+	pthread_mutex_init(&s->change, NULL);
 	pthread_cond_init(&s->freed, NULL);
 	pthread_cond_init(&s->wake, NULL);
 	snprintf(s->reason, sizeof s->reason, "starting");
@@ -615,6 +653,7 @@ void sched_destroy(scheduler *s)
 	deployment_free(s->active);
 	pthread_cond_destroy(&s->freed);
 	pthread_cond_destroy(&s->wake);
+	pthread_mutex_destroy(&s->change);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
 }
@@ -637,12 +676,12 @@ df_err sched_start(scheduler *s)
 	}
 	err = restore_active(s, ids, n, &m, &json);
 	if (!err && !m)
-		err = create_version(s, ids, n, &m, &json);
+		err = create_version(s, &gw->settings, ids, n, &m, &json);
 	free_ids(ids, n);
 	if (err)
 		return err;
 	deployment *d = NULL;
-	err = deployment_create(gw, m, json, &d);
+	err = deployment_create(gw, &gw->settings, m, json, &d);
 	if (err)
 		return err;
 	pthread_mutex_lock(&s->lock);
@@ -743,6 +782,7 @@ bool sched_ready(scheduler *s, char *reason, size_t len)
 		}
 		pthread_mutex_lock(&s->lock);
 		bool last = --d->refs == 0;
+		pthread_cond_broadcast(&s->freed);
 		pthread_mutex_unlock(&s->lock);
 		if (last)
 			deployment_free(d);
@@ -782,8 +822,143 @@ df_err sched_push_device(scheduler *s, http_client *hc, const char *id,
 out:
 	pthread_mutex_lock(&s->lock);
 	bool last = --d->refs == 0;
+	pthread_cond_broadcast(&s->freed);
 	pthread_mutex_unlock(&s->lock);
 	if (last)
 		deployment_free(d);
 	return err;
+}
+
+/* Saves the partition settings so that a restart keeps them. */
+static df_err save_settings(store *db, const gw_settings *st)
+{
+	char buf[64];
+	df_err err = store_setting_set(db, "method", partition_method_name(st->method));
+	snprintf(buf, sizeof buf, "%.17g", st->ratio);
+	if (!err)
+		err = store_setting_set(db, "ratio", buf);
+	snprintf(buf, sizeof buf, "%d", st->copies);
+	if (!err)
+		err = store_setting_set(db, "copies", buf);
+	if (!err)
+		err = store_setting_set(db, "replica-mode", replica_mode_name(st->replicas));
+	return err;
+}
+
+df_err sched_repartition(scheduler *s, const gw_settings *st, const char *cause,
+			 int64_t *old_version, int64_t *new_version)
+{
+	gateway *gw = s->gw;
+	if (pthread_mutex_trylock(&s->change) != 0)
+		return df_errf(DF_ECONFLICT, "another partition change is in progress");
+	df_err err = DF_OK;
+	char **ids = NULL, **live = NULL;
+	int n = 0, n_live = 0;
+	partition_map *m = NULL;
+	char *json = NULL;
+	deployment *d = NULL;
+	http_client *hc = NULL;
+	pthread_mutex_lock(&s->lock);
+	bool busy = s->pending != NULL || s->active == NULL;
+	int64_t old = s->active ? s->active->map->version : 0;
+	pthread_mutex_unlock(&s->lock);
+	if (busy) {
+		err = df_errf(DF_EUNAVAIL, "the first partition is still being deployed");
+		goto out;
+	}
+	err = device_ids(gw, &ids, &n);
+	if (err)
+		goto out;
+	/* The live devices: every registered one not known DOWN. */
+	live = calloc((size_t)n + 1, sizeof *live);
+	if (!live) {
+		err = DF_ENOMEM;
+		goto out;
+	}
+	for (int i = 0; i < n; i++) {
+		dev_info info;
+		if (health_get(gw->health, ids[i], &info) == DF_OK &&
+		    info.state != DEV_DOWN)
+			live[n_live++] = ids[i];
+	}
+	if (n_live == 0) {
+		err = df_errf(DF_EUNAVAIL, "no live worker to partition over");
+		goto out;
+	}
+	gw_settings next = gw->settings;
+	next.method = st->method;
+	next.ratio = st->ratio;
+	next.copies = st->copies;
+	next.replicas = st->replicas;
+	err = create_version(s, &next, live, n_live, &m, &json);
+	if (err)
+		goto out;
+	int64_t version = m->version;
+	err = deployment_create(gw, &next, m, json, &d);
+	m = NULL;
+	json = NULL;
+	if (err) {
+		store_partition_retire(gw->db, version);
+		goto out;
+	}
+	http_client_options ho = {
+		.cluster_token = gw->cluster_token,
+		.connect_timeout_ms = (long)config_int(gw->cfg, "connect-timeout-ms"),
+		.stage_timeout_ms = gw->control_timeout_ms,
+		.abort = &gw->stopping,
+	};
+	err = http_client_create(&ho, &hc);
+	if (err) {
+		store_partition_retire(gw->db, version);
+		goto out;
+	}
+	if (!push_version(s, d, hc, gw->control_timeout_ms, true, old)) {
+		store_partition_retire(gw->db, version);
+		err = df_errf(DF_EUNAVAIL, "no worker took partition version %" PRId64,
+			      version);
+		goto out;
+	}
+	d = NULL; /* now the active deployment */
+	/* Only sched_repartition() writes the settings after start-up (under
+	 * s->change and s->lock); others read them with sched_settings(). */
+	pthread_mutex_lock(&s->lock);
+	gw->settings = next;
+	pthread_mutex_unlock(&s->lock);
+	if (save_settings(gw->db, &next))
+		log_error("saving settings: %s", df_err_msg());
+	char detail[256];
+	snprintf(detail, sizeof detail,
+		 "version %" PRId64 " -> %" PRId64 ": %s, ratio %g, copies %d, %s, %d devices",
+		 old, version, partition_method_name(next.method), next.ratio,
+		 next.copies, replica_mode_name(next.replicas), n_live);
+	store_event ev = {.kind = "partition", .cause = (char *)cause,
+			  .detail = detail};
+	store_event_append(gw->db, &ev, NULL);
+	log_info("repartitioned: %s", detail);
+	*old_version = old;
+	*new_version = version;
+out:
+	http_client_destroy(hc);
+	deployment_free(d);
+	partition_destroy(m);
+	free(json);
+	free(live);
+	free_ids(ids, n);
+	pthread_mutex_unlock(&s->change);
+	return err;
+}
+
+void sched_settings(scheduler *s, gw_settings *out)
+{
+	pthread_mutex_lock(&s->lock);
+	*out = s->gw->settings;
+	pthread_mutex_unlock(&s->lock);
+}
+
+bool sched_active_has(scheduler *s, const char *id)
+{
+	pthread_mutex_lock(&s->lock);
+	bool has = s->active && partition_device_index(s->active->map, id) >= 0;
+	pthread_mutex_unlock(&s->lock);
+	return has;
 }
