@@ -489,7 +489,26 @@ static void fail_call(http_client *c, runner_call *call, df_err st)
 				0.0);
 }
 
-static void http_execute(void *ctx, runner_call *calls, size_t n)
+/* Abandons every call still in flight: not needed any more (cancelled),
+ * which is not a failure of its device. */
+static void cancel_rest(http_client *c, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		call_slot *s = &c->slots[i];
+		if (!s->call)
+			continue;
+		curl_multi_remove_handle(c->multi, s->easy);
+		s->call->cancelled = true;
+		s->call->status = DF_EUNAVAIL;
+		s->call = NULL;
+	}
+}
+
+/* Executes the calls in parallel; with done set, reports each finished
+ * call and stops early (cancelling the rest) once done() says the stage
+ * needs nothing more: ACTIVE replica mode answers on the first replies. */
+static void http_execute_until(void *ctx, runner_call *calls, size_t n,
+			       runner_call_done done, void *done_ctx)
 {
 	http_client *c = ctx;
 	for (size_t i = 0; i < n; i++) {
@@ -537,12 +556,19 @@ static void http_execute(void *ctx, runner_call *calls, size_t n)
 			call_slot *s = (call_slot *)(void *)priv;
 			CURLcode rc = m->data.result;
 			CURL *e = m->easy_handle;
+			bool enough = false;
 			if (s && s->call) {
+				runner_call *call = s->call;
 				finish_call(c, s, rc);
 				finished++;
 				progress = true;
+				enough = done && done(done_ctx, call);
 			}
 			curl_multi_remove_handle(c->multi, e);
+			if (enough) {
+				cancel_rest(c, n);
+				return;
+			}
 		}
 		if (finished >= added)
 			break;
@@ -573,9 +599,15 @@ static void http_execute(void *ctx, runner_call *calls, size_t n)
 	}
 }
 
+static void http_execute(void *ctx, runner_call *calls, size_t n)
+{
+	http_execute_until(ctx, calls, n, NULL, NULL);
+}
+
 runner_backend http_client_backend(http_client *c)
 {
-	return (runner_backend){.ctx = c, .execute = http_execute};
+	return (runner_backend){.ctx = c, .execute = http_execute,
+				.execute_until = http_execute_until};
 }
 
 /* ---- control calls ------------------------------------------------------ */
