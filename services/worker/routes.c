@@ -362,9 +362,15 @@ out:
 	return err;
 }
 
+/* A partition map is a few bytes per neuron (a ResNet-18 map is well under
+ * 1 MiB); JSON that large can still expand many times inside Jansson, so
+ * the control routes get small caps of their own. Stage calls carry
+ * tensors and use the server's --max-body. */
+#define PREPARE_MAX_BODY (8u * 1024 * 1024)
+
 static const http_route routes[] = {
 	{"GET", "/healthz", h_healthz, 0},
-	{"POST", "/v1/partitions/{version}/prepare", h_prepare, 0},
+	{"POST", "/v1/partitions/{version}/prepare", h_prepare, PREPARE_MAX_BODY},
 	{"POST", "/v1/partitions/{version}/commit", h_commit, 0},
 	{"DELETE", "/v1/partitions/{version}", h_drop, 0},
 	{"POST", "/v1/stage", h_stage, 0},

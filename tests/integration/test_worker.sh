@@ -248,6 +248,10 @@ fi
 start_worker P1 d1
 start_worker P2 d2
 start_worker P3 d3
+# P1 runs with the default --max-body (64 MiB), yet a prepare body has its
+# own 8 MiB cap: a partition map is small, and JSON expands inside Jansson.
+expect_req 413 "prepare: body over the 8 MiB control-route cap" POST "$P1" /v1/partitions/9/prepare \
+	"${JSON[@]}" --data-binary @<(head -c 9000000 /dev/zero | tr '\0' ' ')
 for d in 0 1 2 3; do
 	port_var="P$d"
 	prepare_body "$TEST_TMP/map4.json" "d$d" >"$TEST_TMP/prep4_$d.json"
