@@ -220,6 +220,8 @@ typedef struct dev_info {
 	int64_t version;          /* partition version the worker reported */
 	double latency_ms;        /* last probe round trip */
 	int64_t failures;         /* consecutive failed probes */
+	int64_t since_ms;         /* wall-clock ms of the last state change
+				     (or of registration) */
 } dev_info;
 
 /* Registry of devices, restored from SQLite, plus --worker flags. */

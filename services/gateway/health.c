@@ -46,6 +46,7 @@ struct health {
 	dev_info *devs;           /* sorted by id */
 	size_t n, cap;
 	int down_after;
+	long repartition_after_ms; /* self-healing delay; 0 = off */
 	long interval_ms;
 	long timeout_ms;
 	bool stop;
@@ -93,6 +94,7 @@ static df_err insert(health *h, const dev_info *d)
 		at++;
 	memmove(&h->devs[at + 1], &h->devs[at], (h->n - at) * sizeof *h->devs);
 	h->devs[at] = *d;
+	h->devs[at].since_ms = wall_ms();
 	h->n++;
 	return DF_OK;
 }
@@ -104,6 +106,7 @@ df_err health_create(gateway *gw, health **out)
 		return DF_ENOMEM;
 	h->gw = gw;
 	h->down_after = (int)config_int(gw->cfg, "down-after");
+	h->repartition_after_ms = (long)config_int(gw->cfg, "repartition-after-ms");
 	h->interval_ms = (long)config_int(gw->cfg, "health-interval-ms");
 	h->timeout_ms = (long)config_int(gw->cfg, "health-timeout-ms");
 	pthread_mutex_init(&h->lock, NULL);
@@ -300,6 +303,8 @@ static void mark(health *h, const char *id, bool ok, bool force_down,
 			to = DEV_DOWN;
 	}
 	d->state = to;
+	if (to != from)
+		d->since_ms = wall_ms();
 	dev_info snap = *d;
 	pthread_mutex_unlock(&h->lock);
 	bool changed = from != to;
@@ -422,6 +427,55 @@ void health_probe_round(health *h, http_client *hc)
 	free(devs);
 }
 
+/*
+ * Self-healing: a device of the active partition that has been DOWN for
+ * repartition_after_ms, or an UP device outside it that has stayed UP that
+ * long (back and stable), triggers a new partition over the live devices
+ * (sched_repartition(): prepare on all while the old version serves, then
+ * switch, drain, drop). Runs on the probe thread after each round; a
+ * change that cannot happen now (another one running, a worker failing to
+ * prepare) is retried after the next round.
+ */
+static void self_heal(health *h)
+{
+	gateway *gw = h->gw;
+	if (h->repartition_after_ms <= 0 || !gw->sched ||
+	    sched_active_version(gw->sched) <= 0)
+		return;
+	dev_info *devs = NULL;
+	size_t n = 0;
+	if (health_list(h, &devs, &n))
+		return;
+	const int64_t now = wall_ms();
+	char cause[160] = "";
+	for (size_t i = 0; i < n && !cause[0]; i++) {
+		const dev_info *d = &devs[i];
+		bool in_map = sched_active_has(gw->sched, d->id);
+		bool settled = now - d->since_ms >= h->repartition_after_ms;
+		if (d->state == DEV_DOWN && in_map && settled)
+			snprintf(cause, sizeof cause,
+				 "self-heal: %.64s down for %lld ms", d->id,
+				 (long long)(now - d->since_ms));
+		else if (d->state == DEV_UP && !in_map && settled)
+			snprintf(cause, sizeof cause,
+				 "self-heal: %.64s back and up for %lld ms", d->id,
+				 (long long)(now - d->since_ms));
+	}
+	free(devs);
+	if (!cause[0] || atomic_load(&gw->stopping))
+		return;
+	gw_settings st;
+	sched_settings(gw->sched, &st);
+	int64_t from = 0, to = 0;
+	df_err err = sched_repartition(gw->sched, &st, cause, &from, &to);
+	if (err)
+		log_warn("%s: repartition failed, retrying after the next round: %s",
+			 cause, df_err_msg());
+	else
+		log_info("%s: partition %lld -> %lld", cause, (long long)from,
+			 (long long)to);
+}
+
 static void *probe_main(void *arg)
 {
 	health *h = arg;
@@ -454,6 +508,7 @@ static void *probe_main(void *arg)
 		if (stop)
 			break;
 		health_probe_round(h, hc);
+		self_heal(h);
 	}
 	http_client_destroy(hc);
 	return NULL;

@@ -72,6 +72,10 @@ static const config_opt gw_opts[] = {
 	 "2000", 50, 3600000, "interval between health probes of the workers"},
 	{"health-timeout-ms", "DICEFLEET_HEALTH_TIMEOUT_MS", CONFIG_INT, "1000",
 	 1, 600000, "deadline of one health probe"},
+	{"repartition-after-ms", "DICEFLEET_REPARTITION_AFTER_MS", CONFIG_INT,
+	 "10000", 0, 86400000,
+	 "repartition over the live devices once a device of the partition "
+	 "has been DOWN this long, or a device outside it UP this long; 0 = off"},
 	{"down-after", "DICEFLEET_DOWN_AFTER", CONFIG_INT, "2", 1, 1000,
 	 "failed contacts in a row after which a device is DOWN"},
 	{"min-coverage", "DICEFLEET_MIN_COVERAGE", CONFIG_DOUBLE, "0.5", 0, 1,
