@@ -13,6 +13,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "scores.h"
+
 df_err robust_dataset_input(const fmnist *d, size_t i,
 			    const model_input_spec *spec, tensor *t)
 {
@@ -92,15 +94,6 @@ out:
 	return DF_OK;
 }
 
-static int argmax(const tensor *t)
-{
-	const float *v = tensor_f32(t);
-	int best = 0;
-	for (size_t i = 1; i < t->numel; i++)
-		if (v[i] > v[best])
-			best = (int)i;
-	return best;
-}
 
 /* One thread's share of robust_accuracy(). */
 typedef struct acc_worker {
@@ -142,7 +135,7 @@ static void *acc_run(void *arg)
 			err = runner_infer(r, x, w->down, &be, &y, &res);
 		if (err)
 			break;
-		w->correct += argmax(y) == fmnist_label(w->data, i);
+		w->correct += (int)scores_argmax(tensor_f32(y), y->numel) == fmnist_label(w->data, i);
 		w->coverage += res.coverage;
 		w->fallbacks += res.recon_fallbacks;
 		tensor_destroy(y);

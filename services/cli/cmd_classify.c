@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "scores.h"
 #include "config.h"
 #include "engine.h"
 #include "graph.h"
@@ -95,39 +96,6 @@ out:
 	return err;
 }
 
-/* Scores: softmax of the logits unless the graph already ends in one. */
-static void scores_of(const graph *g, const float *logits, size_t n,
-		      double *p)
-{
-	const graph_value *out = &g->values[g->outputs[0]];
-	int producer = out->producer;
-	if (producer >= 0 && g->nodes[producer].op == GRAPH_OP_SOFTMAX) {
-		for (size_t i = 0; i < n; i++)
-			p[i] = logits[i];
-		return;
-	}
-	double mx = -INFINITY, sum = 0.0;
-	for (size_t i = 0; i < n; i++)
-		if (logits[i] > mx)
-			mx = logits[i];
-	for (size_t i = 0; i < n; i++) {
-		p[i] = exp((double)logits[i] - mx);
-		sum += p[i];
-	}
-	for (size_t i = 0; i < n; i++)
-		p[i] = sum > 0 ? p[i] / sum : 0.0;
-}
-
-static const double *sort_scores;
-
-static int by_score_desc(const void *a, const void *b)
-{
-	size_t i = *(const size_t *)a, j = *(const size_t *)b;
-	double x = sort_scores[i], y = sort_scores[j];
-	if (x != y)
-		return x > y ? -1 : 1;
-	return (i > j) - (i < j);
-}
 
 static void print_json(json_t *j)
 {
@@ -160,8 +128,7 @@ static df_err classify_one(const model_dir *m, const graph *g, engine *e,
 	image *img = NULL;
 	tensor *input = NULL;
 	tensor **outputs = NULL;
-	double *p = NULL;
-	size_t *order = NULL;
+	score_entry *ranked = NULL;
 	json_t *preds = NULL;
 	df_err err = read_file(path, &buf, &len);
 	if (err)
@@ -179,22 +146,19 @@ static df_err classify_one(const model_dir *m, const graph *g, engine *e,
 	if ((err = engine_run(e, in, outputs)))
 		goto out;
 	n = outputs[0]->numel;
-	p = malloc(n * sizeof *p);
-	order = malloc(n * sizeof *order);
 	preds = json_array();
-	if (!p || !order || !preds) {
+	if (!preds) {
 		err = DF_ENOMEM;
 		goto out;
 	}
-	scores_of(g, tensor_f32(outputs[0]), n, p);
-	for (size_t i = 0; i < n; i++)
-		order[i] = i;
-	sort_scores = p;
-	qsort(order, n, sizeof *order, by_score_desc);
+	err = scores_rank(tensor_f32(outputs[0]), n, scores_graph_is_softmax(g),
+			  &ranked);
+	if (err)
+		goto out;
 	for (size_t k = 0; k < n && k < top_k; k++) {
-		size_t i = order[k];
+		size_t i = ranked[k].index;
 		json_t *o = json_pack("{s:I, s:s, s:f}", "index", (json_int_t)i,
-				      "label", m->labels[i], "score", p[i]);
+				      "label", m->labels[i], "score", ranked[k].score);
 		if (!o || json_array_append_new(preds, o)) {
 			err = DF_ENOMEM;
 			goto out;
@@ -202,7 +166,7 @@ static df_err classify_one(const model_dir *m, const graph *g, engine *e,
 	}
 	json_t *j = json_pack("{s:s, s:s, s:i, s:i, s:I, s:O}", "image", path,
 			      "model", m->name, "width", img->width, "height",
-			      img->height, "top1", (json_int_t)order[0],
+			      img->height, "top1", (json_int_t)ranked[0].index,
 			      "predictions", preds);
 	if (!j) {
 		err = df_errf(DF_EINVAL, "cannot format the result (is the "
@@ -218,8 +182,7 @@ out:
 			tensor_destroy(outputs[k]);
 	free(outputs);
 	json_decref(preds);
-	free(order);
-	free(p);
+	free(ranked);
 	tensor_destroy(input);
 	image_destroy(img);
 	free(buf);

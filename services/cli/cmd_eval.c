@@ -35,6 +35,7 @@
 #include "eval_robust.h"
 #include "model.h"
 #include "partition.h"
+#include "scores.h"
 #include "tensor.h"
 
 int cmd_eval_main(int argc, char **argv);
@@ -130,15 +131,6 @@ static double now_s(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* Index of the largest score (the first one on ties; NaN never wins). */
-static size_t argmax(const float *v, size_t n)
-{
-	size_t best = 0;
-	for (size_t i = 1; i < n; i++)
-		if (v[i] > v[best] || (isnan(v[best]) && !isnan(v[i])))
-			best = i;
-	return best;
-}
 
 static int print_result(const model_dir *m, const char *dataset,
 			const char *split, size_t images, size_t correct,
@@ -231,7 +223,7 @@ static void *eval_worker_run(void *arg)
 				 df_err_msg());
 			goto out;
 		}
-		size_t top = argmax(tensor_f32(outputs[0]), outputs[0]->numel);
+		size_t top = scores_argmax(tensor_f32(outputs[0]), outputs[0]->numel);
 		w->correct += top == (size_t)fmnist_label(w->data, i);
 		for (int k = 0; k < w->g->n_outputs; k++) {
 			tensor_destroy(outputs[k]);

@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "gateway.h"
+#include "scores.h"
 #include "image.h"
 #include "log.h"
 
@@ -170,19 +171,6 @@ static df_err image_bytes(const http_request *req, const unsigned char **data,
 	return DF_OK;
 }
 
-typedef struct scored {
-	int index;
-	double score;
-} scored;
-
-static int by_score(const void *a, const void *b)
-{
-	const scored *x = a, *y = b;
-	if (x->score != y->score)
-		return x->score < y->score ? 1 : -1;
-	return x->index - y->index;
-}
-
 static df_err v1_inner(gateway *gw, const http_request *req,
 		       http_response *res)
 {
@@ -202,7 +190,7 @@ static df_err v1_inner(gateway *gw, const http_request *req,
 	image *img = NULL;
 	tensor *x = NULL;
 	inference inf = {0};
-	scored *sc = NULL;
+	score_entry *sc = NULL;
 	json_t *preds = NULL;
 	err = image_decode(data, len, gw->max_pixels, &img);
 	if (err) {
@@ -232,27 +220,18 @@ static df_err v1_inner(gateway *gw, const http_request *req,
 			      md->n_labels);
 		goto out;
 	}
-	sc = malloc(n * sizeof *sc);
 	preds = json_array();
-	if (!sc || !preds) {
+	if (!preds) {
 		err = DF_ENOMEM;
 		goto out;
 	}
-	double mx = -INFINITY, sum = 0;
-	for (size_t i = 0; i < n; i++)
-		if (logit[i] > mx)
-			mx = logit[i];
-	for (size_t i = 0; i < n; i++) {
-		sc[i].index = (int)i;
-		sc[i].score = exp((double)logit[i] - mx);
-		sum += sc[i].score;
-	}
-	for (size_t i = 0; i < n; i++)
-		sc[i].score /= sum;
-	qsort(sc, n, sizeof *sc, by_score);
+	err = scores_rank(logit, n, scores_graph_is_softmax(gw->mdl->g), &sc);
+	if (err)
+		goto out;
 	for (long long k = 0; k < top_k; k++)
 		if (json_array_append_new(preds,
-					  json_pack("{s:i, s:s, s:f}", "index", sc[k].index,
+					  json_pack("{s:I, s:s, s:f}", "index",
+						    (json_int_t)sc[k].index,
 						    "label", md->labels[sc[k].index],
 						    "score", sc[k].score))) {
 			err = DF_ENOMEM;
