@@ -22,7 +22,7 @@
  *       parses FILE as a partition map and validates it against M's plan.
  *   fleet_client latency --url U --model M --image FILE [--repeat N]
  *       times N POST /v1/classify of FILE (after 3 warm-ups) on one
- *       keep-alive connection: min, median, p90, mean in ms (benchmarks).
+ *       keep-alive connection: min, median, p90, p99, max, mean in ms (benchmarks).
  *   fleet_client staged --models D --model M --image FILE [--repeat N]
  *                       [--threads T]
  *       times N in-process inferences of FILE's tensor through the runner
@@ -554,8 +554,9 @@ static void print_times(double *ms, size_t n)
 	for (size_t i = 0; i < n; i++)
 		sum += ms[i];
 	qsort(ms, n, sizeof *ms, cmp_double);
-	printf("{\"repeat\":%zu,\"min_ms\":%.4f,\"median_ms\":%.4f,\"p90_ms\":%.4f,\"mean_ms\":%.4f}\n",
+	printf("{\"repeat\":%zu,\"min_ms\":%.4f,\"median_ms\":%.4f,\"p90_ms\":%.4f,\"p99_ms\":%.4f,\"max_ms\":%.4f,\"mean_ms\":%.4f}\n",
 	       n, ms[0], ms[n / 2], ms[(n * 9) / 10 < n ? (n * 9) / 10 : n - 1],
+	       ms[(n * 99) / 100 < n ? (n * 99) / 100 : n - 1], ms[n - 1],
 	       sum / (double)n);
 }
 
