@@ -118,16 +118,61 @@ static void usage(const config *c, FILE *f)
 	config_print_help(c, f);
 }
 
-/* Settings: an option set by flag or environment wins; else the value
- * saved in the database; else the default. The result is saved back. */
+/* The text a setting is stored as: the option's value in canonical form,
+ * so "0.250" and "0.25" given at two starts compare equal. */
+static void setting_text(const gateway *gw, const char *key, char *buf,
+			 size_t len)
+{
+	if (strcmp(key, "ratio") == 0)
+		snprintf(buf, len, "%.17g", config_double(gw->cfg, key));
+	else if (strcmp(key, "copies") == 0)
+		snprintf(buf, len, "%lld", (long long)config_int(gw->cfg, key));
+	else
+		snprintf(buf, len, "%s", config_str(gw->cfg, key));
+}
+
+/*
+ * Settings: the newest intent wins. The database holds the settings in
+ * force (the admin API changes them there) and, under "flag:<key>", the
+ * value a flag or environment variable had at the last start. A flag
+ * whose value differs from that record (new, or edited in the deployment)
+ * wins; a flag unchanged since the last start yields to the stored value,
+ * so `PUT /admin/replication` survives restarts of a deployment that
+ * always passes --ratio (run-local.sh, docker-compose). Without a flag the
+ * stored value, else the default, applies. The result is saved back.
+ */
 static df_err settings_resolve(gateway *gw)
 {
 	static const char *const keys[] = {"method", "ratio", "copies",
 					   "replica-mode", "impute"};
 	df_err err = DF_OK;
 	for (size_t i = 0; i < sizeof keys / sizeof keys[0] && !err; i++) {
-		if (config_is_set(gw->cfg, keys[i]))
-			continue;
+		char boot_key[32], given[64];
+		snprintf(boot_key, sizeof boot_key, "flag:%s", keys[i]);
+		bool set = config_is_set(gw->cfg, keys[i]);
+		char *boot = NULL;
+		if (set) {
+			setting_text(gw, keys[i], given, sizeof given);
+			err = store_setting_get(gw->db, boot_key, &boot);
+			if (err == DF_ENOENT)
+				err = DF_OK;
+			bool changed = !boot || strcmp(boot, given) != 0;
+			free(boot);
+			if (!err)
+				err = store_setting_set(gw->db, boot_key, given);
+			if (err || changed) {
+				if (!err)
+					log_info("setting %s=%s from the command line or environment",
+						 keys[i], given);
+				continue;
+			}
+		} else {
+			err = store_setting_delete(gw->db, boot_key);
+			if (err == DF_ENOENT)
+				err = DF_OK;
+			if (err)
+				return err;
+		}
 		char *v = NULL;
 		df_err e = store_setting_get(gw->db, keys[i], &v);
 		if (e == DF_ENOENT)
@@ -138,11 +183,16 @@ static df_err settings_resolve(gateway *gw)
 		if (err)
 			log_warn("ignoring stored setting %s='%s': %s", keys[i], v,
 				 df_err_msg());
+		else if (set && strcmp(v, given) != 0)
+			log_info("restored setting %s=%s (the %s given is unchanged since the last start; the stored value was set later)",
+				 keys[i], v, given);
 		else
 			log_info("restored setting %s=%s", keys[i], v);
 		err = DF_OK;
 		free(v);
 	}
+	if (err)
+		return err;
 	gw_settings *s = &gw->settings;
 	err = partition_method_parse(config_str(gw->cfg, "method"), &s->method);
 	if (!err)

@@ -39,7 +39,7 @@ start_workers 2
 
 # ---- no admin token configured: 403 everywhere ----------------------------
 unset DICEFLEET_ADMIN_TOKEN
-start_gateway --db "$db" --model "$model" --impute zero "${WORKER_ARGS[@]}"
+start_gateway --db "$db" --model "$model" --impute zero --ratio 0.25 "${WORKER_ARGS[@]}"
 for p in /admin/devices /admin/partition /admin/events; do
 	admin_call 403 "no token configured: GET $p is 403" GET "$p" "${auth[@]}"
 done
@@ -49,7 +49,7 @@ stop_gateway TERM
 
 # ---- token configured ----------------------------------------------------
 export DICEFLEET_ADMIN_TOKEN=$TOKEN
-start_gateway --db "$db" --model "$model" --impute zero
+start_gateway --db "$db" --model "$model" --impute zero --ratio 0.25
 snapshot() {
 	sql "select count(*) from devices; select count(*) from partitions;
 	     select group_concat(key || '=' || value) from settings;
@@ -210,10 +210,12 @@ b1=$(echo "$w1" | tr -d '( ' | cut -d, -f1)
 expect_sql_eq "a partition event records the change" \
 	"select count(*) from events where kind = 'partition' and detail like '%-> $v1:%'" "1"
 
-# A restart (no flags for the settings) keeps ratio 1 and version v1.
+# A restart with the same --ratio flag as every start before (as
+# run-local.sh and docker-compose always pass one) keeps the admin's ratio 1
+# and version v1: a flag unchanged since the last start yields.
 n_parts=$(sql "select count(*) from partitions")
 stop_gateway TERM
-start_gateway --db "$db" --model "$model" --impute zero
+start_gateway --db "$db" --model "$model" --impute zero --ratio 0.25
 admin_call 200 "GET /admin/partition after restart" GET /admin/partition "${auth[@]}"
 [ "$(json_get "$TEST_TMP/a.json" '(j["version"], j["ratio"])')" = "($v1, 1.0)" ] &&
 	pass "restart keeps version $v1 and ratio 1" || fail "after restart: $(head -c 300 "$TEST_TMP/a.json")"
@@ -275,5 +277,22 @@ code=$(curl -s -o "$TEST_TMP/c.json" -w '%{http_code}' -H 'Content-Type: image/p
 [ "$code" = 200 ] && [ "$(json_get "$TEST_TMP/c.json" '(j["partition_version"], j["coverage"])')" = "($v3, 1.0)" ] &&
 	pass "classify on version $v3, full coverage" ||
 	fail "classify on $v3: $code $(head -c 300 "$TEST_TMP/c.json")"
+
+# Restarted with the same flag again: version v3 stays; with an edited
+# flag (the deployment changed): the flag wins and makes a new version.
+stop_gateway TERM
+start_gateway --db "$db" --model "$model" --impute zero --ratio 0.25
+admin_call 200 "GET /admin/partition after restart with an unchanged --ratio" GET /admin/partition "${auth[@]}"
+[ "$(json_get "$TEST_TMP/a.json" '(j["version"], j["ratio"])')" = "($v3, 0.5)" ] &&
+	pass "unchanged --ratio 0.25 keeps the admin's ratio 0.5 (version $v3)" ||
+	fail "after restart: $(head -c 300 "$TEST_TMP/a.json")"
+stop_gateway TERM
+start_gateway --db "$db" --model "$model" --impute zero --ratio 0.75
+admin_call 200 "GET /admin/partition after restart with an edited --ratio" GET /admin/partition "${auth[@]}"
+v4=$(json_get "$TEST_TMP/a.json" 'j["version"]')
+[ "$(json_get "$TEST_TMP/a.json" 'j["ratio"]')" = 0.75 ] && [ "$v4" -gt "$v3" ] &&
+	pass "an edited --ratio 0.75 wins at restart: version $v4" ||
+	fail "after restart with --ratio 0.75: $(head -c 300 "$TEST_TMP/a.json")"
+expect_sql_eq "DB: the edited flag is the stored setting" "select value from settings where key = 'ratio'" "0.75"
 
 finish
