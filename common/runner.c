@@ -309,8 +309,24 @@ static df_err execute_round(stage_job *j, const runner_backend *be,
 	return cc.err;
 }
 
-/* Round 1 (primaries, plus held replicas in ACTIVE mode) or round 2
- * (replicas of missing neurons). */
+/* The first replica holder of neuron i not in dead, or -1. */
+static int first_live_replica(const stage_job *j, int64_t i, uint64_t dead)
+{
+	for (int c = 0; c < j->reps; c++) {
+		int d = j->ps->replicas[i * j->reps + c];
+		if (d >= 0 && d < 64 && !((dead >> d) & 1))
+			return d;
+	}
+	return -1;
+}
+
+/*
+ * Round 1: each device's primaries; in ACTIVE mode also every replica it
+ * holds; in STANDBY mode, for a primary already known dead (down mask, or
+ * failed earlier in this request), its first live replica holder, so a
+ * known failure costs no extra round trip. Round 2: the first live holder
+ * of each neuron still missing.
+ */
 static df_err plan_round(stage_job *j, int s, int n_dev, uint64_t dead,
 			 int round, bool active)
 {
@@ -329,9 +345,12 @@ static df_err plan_round(stage_job *j, int s, int n_dev, uint64_t dead,
 		size_t k = 0;
 		for (int64_t i = 0; i < n; i++) {
 			bool take;
+			int p = j->ps->primary[i];
 			if (round == 1)
-				take = j->ps->primary[i] == d ||
-				       (active && holds(j, i, d, true));
+				take = p == d || (active && holds(j, i, d, true)) ||
+				       (!active && p >= 0 && p < 64 &&
+					((dead >> p) & 1) &&
+					first_live_replica(j, i, dead) == d);
 			else
 				take = !j->done[i] && !claimed[i] &&
 				       holds(j, i, d, true);

@@ -7,12 +7,13 @@
  * For each stage in plan order:
  *  - LOCAL stages and stages the map places on the gateway run locally;
  *  - a distributed stage sends one call per live device listing the
- *    neurons it must compute (round 1: primaries; in ACTIVE replica mode
- *    also every replica it holds, first answer wins), with the full stage
- *    input and the device's slices of the side inputs;
- *  - neurons still missing (device down, call failed or late) are asked of
- *    live replica holders in one bounded extra round (STANDBY mode; in
- *    ACTIVE mode replicas were already asked);
+ *    neurons it must compute (round 1: primaries, and the neurons of
+ *    primaries already known dead from their first live replica holder;
+ *    in ACTIVE replica mode also every replica it holds, first answer
+ *    wins), with the full stage input and the device's slices of the side
+ *    inputs;
+ *  - neurons still missing (call failed or late) are asked of live
+ *    replica holders in one bounded extra round;
  *  - what is still missing is imputed (impute.h) and counted.
  *
  * Devices known DOWN are skipped up front (down_mask). A device whose call

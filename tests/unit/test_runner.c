@@ -146,6 +146,71 @@ static void full_survives_any_single_failure(void **state)
 	graph_destroy(g);
 }
 
+/* A backend over the simulator that counts the calls of round 2 and the
+ * distinct stages they were for. */
+typedef struct round_spy {
+	runner_backend inner;
+	int round2_calls;
+	int round2_stages;
+	int last_stage;
+} round_spy;
+
+static void spy_execute(void *ctx, runner_call *calls, size_t n)
+{
+	round_spy *spy = ctx;
+	for (size_t i = 0; i < n; i++)
+		if (calls[i].round == 2) {
+			spy->round2_calls++;
+			if (calls[i].stage != spy->last_stage)
+				spy->round2_stages++;
+			spy->last_stage = calls[i].stage;
+		}
+	spy->inner.execute(spy->inner.ctx, calls, n);
+}
+
+/* A failure known before the stage (down mask, or a call that failed at an
+ * earlier stage of the same request) is served by the replica holders in
+ * the first round: no second round trip. */
+static void known_failures_need_no_second_round(void **state)
+{
+	(void)state;
+	graph *g = gb_resnet(41);
+	stage_plan *p = NULL;
+	assert_int_equal(stage_plan_create(g, &p), DF_OK);
+	tensor *x = gb_random_tensor(11, 4, g->values[g->inputs[0]].dims);
+	tensor *want = whole(g, x);
+	partition_map *map = make(g, p, PARTITION_FULL, 4, 1, 2);
+	runner_options opt = {.impute = IMPUTE_ZERO, .kind = kind, .threads = 1};
+	for (int d = 0; d < 4; d++)
+		for (int detected = 0; detected < 2; detected++) {
+			sim *sm = NULL;
+			runner *r = NULL;
+			assert_int_equal(sim_create(g, p, map, kind, 1, &sm), DF_OK);
+			sim_set_failing(sm, 1ULL << d);
+			assert_int_equal(runner_create(g, p, map, &opt, &r), DF_OK);
+			round_spy spy = {.inner = sim_backend(sm), .last_stage = -1};
+			runner_backend be = {.ctx = &spy, .execute = spy_execute};
+			tensor *y = NULL;
+			runner_result res;
+			assert_int_equal(runner_infer(r, x, detected ? 1ULL << d : 0,
+						      &be, &y, &res), DF_OK);
+			assert_true(rel_err(y, want) <= 1e-5);
+			assert_true(res.coverage == 1.0);
+			if (detected)
+				assert_int_equal(spy.round2_calls, 0);
+			else /* only the stage where the failure shows */
+				assert_int_equal(spy.round2_stages, 1);
+			tensor_destroy(y);
+			runner_destroy(r);
+			sim_destroy(sm);
+		}
+	partition_destroy(map);
+	tensor_destroy(x);
+	tensor_destroy(want);
+	stage_plan_destroy(p);
+	graph_destroy(g);
+}
+
 static void detected_and_undetected_failures_agree(void **state)
 {
 	(void)state;
@@ -467,6 +532,7 @@ int main(int argc, char **argv)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(no_failure_equals_whole_model),
 		cmocka_unit_test(full_survives_any_single_failure),
+		cmocka_unit_test(known_failures_need_no_second_round),
 		cmocka_unit_test(detected_and_undetected_failures_agree),
 		cmocka_unit_test(active_mode_agrees_with_standby_under_failures),
 		cmocka_unit_test(zero_and_mean_fill_missing_channels),
