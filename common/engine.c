@@ -37,11 +37,15 @@ df_err engine_kind_parse(const char *s, engine_kind *out)
 	return df_errf(DF_EINVAL, "unknown engine '%s' (expected dnnl or ref)", s);
 }
 
-df_err engine_create(const graph *g, engine_kind kind, int threads,
-		     engine **out)
+/* engine_create() and engine_create_release(): release is NULL or g. */
+static df_err create(const graph *g, engine_kind kind, int threads,
+		     graph *release, engine **out)
 {
 	if (!g || !out)
 		return df_errf(DF_EINVAL, "engine_create: NULL argument");
+	if (g->constants_released)
+		return df_errf(DF_EINVAL, "engine_create: the graph's constant "
+					  "data was released");
 	if (threads < 0)
 		threads = 0;
 	engine *e = NULL;
@@ -51,7 +55,7 @@ df_err engine_create(const graph *g, engine_kind kind, int threads,
 		err = engine_ref_create(g, threads, &e);
 		break;
 	case ENGINE_DNNL:
-		err = engine_dnnl_create(g, threads, &e);
+		err = engine_dnnl_create(g, threads, release, &e);
 		break;
 	default:
 		return df_errf(DF_EINVAL, "unknown engine kind %d", (int)kind);
@@ -60,6 +64,18 @@ df_err engine_create(const graph *g, engine_kind kind, int threads,
 		return err;
 	*out = e;
 	return DF_OK;
+}
+
+df_err engine_create(const graph *g, engine_kind kind, int threads,
+		     engine **out)
+{
+	return create(g, kind, threads, NULL, out);
+}
+
+df_err engine_create_release(graph *g, engine_kind kind, int threads,
+			     engine **out)
+{
+	return create(g, kind, threads, g, out);
 }
 
 /* Checks inputs[i] against graph input i: present, f32, same shape. */

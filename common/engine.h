@@ -30,10 +30,26 @@ df_err engine_kind_parse(const char *s, engine_kind *out);
 
 /*
  * New engine for g (borrowed: g must outlive the engine). threads <= 0 means
- * the library default. Free with engine_destroy().
+ * the library default. Free with engine_destroy(). DF_EINVAL when g's
+ * constants were released (g->constants_released).
  */
 df_err engine_create(const graph *g, engine_kind kind, int threads,
 		     engine **out);
+
+/*
+ * engine_create() for a caller that needs none of g's constant data once
+ * the engine exists (`dicefleet run`), so that the weights are not held
+ * twice. The oneDNN engine then keeps its own copy of every constant it
+ * reads and frees each of g's constants (graph_release_constant()) as soon
+ * as the last node reading it is built: the peak holds the weights about
+ * once, not in both the graph's and oneDNN's layouts. g stays valid as
+ * metadata (names, shapes, nodes) for engine_run() and the caller, but may
+ * not be given to another engine, cloned or finalized again. The reference
+ * engine reads constants while it runs and leaves g untouched. On failure
+ * some constants may already be released.
+ */
+df_err engine_create_release(graph *g, engine_kind kind, int threads,
+			     engine **out);
 
 /*
  * Runs the graph. inputs[i] binds g->inputs[i] and must match its dtype and

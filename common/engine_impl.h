@@ -38,7 +38,9 @@
  * uses in base.threads (>= 1).
  *
  * The graph is borrowed (it must be finalized and outlive the engine);
- * implementations may keep pointers into its constants.
+ * implementations may keep pointers into its constants, except when
+ * engine_create_release() asks the oneDNN engine to copy them and free the
+ * graph's (see engine_dnnl_create()).
  */
 #ifndef DF_ENGINE_IMPL_H
 #define DF_ENGINE_IMPL_H
@@ -67,7 +69,10 @@ struct engine {
  * on one thread whatever threads asks (base.threads = 1). */
 df_err engine_ref_create(const graph *g, int threads, engine **out);
 
-/* oneDNN engine (engine_dnnl.c). */
-df_err engine_dnnl_create(const graph *g, int threads, engine **out);
+/* oneDNN engine (engine_dnnl.c). release is NULL, or g itself (not const)
+ * for engine_create_release(): the engine then copies every constant it
+ * reads and releases each of g's constants once its last reader is built. */
+df_err engine_dnnl_create(const graph *g, int threads, graph *release,
+			  engine **out);
 
 #endif

@@ -182,6 +182,18 @@ void graph_destroy(graph *g)
 	free(g);
 }
 
+void graph_release_constant(graph *g, int v)
+{
+	if (!g || v < 0 || v >= g->n_values || !g->values[v].constant)
+		return;
+	tensor *t = g->values[v].constant;
+	if (!t->data)
+		return;
+	free(t->data);
+	t->data = NULL;
+	g->constants_released = true;
+}
+
 df_err graph_add_value(graph *g, const char *name, int ndim,
                        const int64_t *dims, tensor *constant, int *index)
 {
@@ -438,6 +450,9 @@ void graph_nodes_compact(graph *g, const bool *keep)
 df_err graph_clone(const graph *g, graph **out)
 {
 	graph *c = NULL;
+	if (g->constants_released)
+		return df_errf(DF_EINVAL, "graph clone: the graph's constant "
+		                          "data was released");
 	df_err err = graph_create(&c);
 	if (err)
 		return err;

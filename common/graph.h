@@ -205,6 +205,8 @@ typedef struct graph {
 	int n_outputs;
 	int *outputs;      /* value indices of graph outputs */
 	int64_t opset;     /* default-domain opset the model was imported at */
+	bool constants_released; /* graph_release_constant() freed some
+	                          * constant data: names and shapes only */
 	int values_cap;    /* allocated slots of values (internal) */
 	int nodes_cap;     /* allocated slots of nodes (internal) */
 } graph;
@@ -252,7 +254,7 @@ df_err graph_add_input(graph *g, int v);
 df_err graph_add_output(graph *g, int v);
 
 /* New deep copy of g (values, constants, nodes, names). Free with
- * graph_destroy(). */
+ * graph_destroy(). DF_EINVAL when g->constants_released. */
 df_err graph_clone(const graph *g, graph **out);
 
 /*
@@ -293,6 +295,17 @@ int64_t graph_total_macs(const graph *g);
 int64_t graph_total_flops(const graph *g);
 int64_t graph_total_params(const graph *g);
 int64_t graph_total_weight_bytes(const graph *g);
+
+/*
+ * Frees the data of constant value v for a caller that holds its own copy
+ * (an engine made by engine_create_release()): the tensor keeps its dtype,
+ * dims and numel (so parameter and byte counts still work), its data
+ * becomes NULL, and g->constants_released is set. From then on g serves
+ * only as metadata (names, shapes, nodes): graph_clone(), graph_finalize()
+ * and engine_create() refuse it. A no-op when v is out of range, not a
+ * constant, or already released.
+ */
+void graph_release_constant(graph *g, int v);
 
 /* Name of a post-op activation ("Relu", "Clip", "LeakyRelu", "Sigmoid"). */
 const char *graph_act_name(graph_act act);

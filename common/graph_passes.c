@@ -510,6 +510,9 @@ static df_err values_gc(graph *g)
 
 df_err graph_finalize(graph *g)
 {
+	if (g->constants_released)
+		return df_errf(DF_EINVAL, "graph finalize: the graph's constant "
+		                          "data was released");
 	df_err err = check_structure(g);
 	if (!err)
 		err = toposort(g);

@@ -604,6 +604,13 @@ static df_err import_graph(onnx_imp *im)
 		err = onnx_tensor_from_proto(tp, what, &t);
 		if (err)
 			return err;
+		/* The tensor holds its own copy: free the unpacked bytes now
+		 * (protobuf-c allocated them with malloc and skips NULL), so
+		 * that the unpacked model and the graph do not both hold every
+		 * weight until the import ends. */
+		free(gp->initializer[i]->raw_data.data);
+		gp->initializer[i]->raw_data.data = NULL;
+		gp->initializer[i]->raw_data.len = 0;
 		err = graph_add_value(im->g, n, 0, NULL, t, &v);
 		if (err)
 			tensor_destroy(t);

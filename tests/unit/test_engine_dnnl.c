@@ -15,8 +15,10 @@
  * written in place, so a planning bug that clobbers a value still needed
  * (or a graph input) shows up as a second run that differs. The engine
  * runs with 2 threads, so both its one-thread and its parallel steps are
- * exercised. A last test corrupts finalized graphs and checks that create
- * fails cleanly, naming the node.
+ * exercised. A test corrupts finalized graphs and checks that create
+ * fails cleanly, naming the node. The last one checks
+ * engine_create_release(): the graph's constant data is gone and the
+ * engine still gives the same bits as one that borrows the constants.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -939,6 +941,121 @@ static void create_rejects_broken_nodes(void **state)
 	}
 }
 
+/* Runs e on in and returns its only output. */
+static tensor *run1(engine *e, tensor *in)
+{
+	tensor *y = NULL;
+	if (engine_run(e, (const tensor *const *)&in, &y))
+		fail_msg("run: %s", df_err_msg());
+	return y;
+}
+
+/* engine_create_release(): with dnnl, every constant's data is freed from
+ * the graph (a constant read by two nodes only after the second), the
+ * engine's outputs are bit-identical to a borrowing engine's before and
+ * after the freed memory is reused, and the graph is refused for another
+ * engine or a clone; with ref, the graph keeps its constants. */
+static void release_constants(void **state)
+{
+	(void)state;
+	graph *g = new_graph();
+	int x = add_input(g, 4, (int64_t[]){1, 13, 12, 11});
+	int y = op1(g, GRAPH_OP_RELU, batchnorm(g, conv_k(g, x, 37, 3, 1, 1)));
+	y = conv_k(g, y, 37, 3, 2, 37);                 /* depthwise */
+	int c = add_const(g, 4, (int64_t[]){1, 37, 1, 1}, 1.0f);
+	y = op2(g, GRAPH_OP_MUL, y, c);                 /* c: first reader */
+	y = batchnorm(g, y);                            /* unfolded */
+	y = op2(g, GRAPH_OP_ADD, op1(g, GRAPH_OP_SIGMOID, y), c); /* last */
+	y = op1(g, GRAPH_OP_GLOBALAVGPOOL, conv_k(g, y, 24, 1, 1, 1));
+	graph_node fl = node_of(GRAPH_OP_FLATTEN, 1, (int[]){y});
+	fl.attr.axis.axis = 1;
+	y = add_node(g, &fl);
+	int64_t N = 10;
+	int w = add_const(g, 2, (int64_t[]){N, 24}, 0.2f);
+	int bias = add_const(g, 1, &N, 0.1f);
+	graph_node gm = node_of(GRAPH_OP_GEMM, 3, (int[]){y, w, bias});
+	gm.attr.gemm.trans_b = true;
+	out(g, add_node(g, &gm));
+	assert_int_equal(graph_finalize(g), DF_OK);
+	graph *gr = NULL, *gref = NULL;
+	assert_int_equal(graph_clone(g, &gr), DF_OK);
+	assert_int_equal(graph_clone(g, &gref), DF_OK);
+
+	engine *keep = NULL, *rel = NULL, *ref = NULL, *e = NULL;
+	assert_int_equal(engine_create(g, ENGINE_DNNL, 2, &keep), DF_OK);
+	assert_int_equal(engine_create_release(gr, ENGINE_DNNL, 2, &rel), DF_OK);
+	assert_true(gr->constants_released);
+	int n_const = 0;
+	for (int v = 0; v < gr->n_values; v++) {
+		const tensor *t = gr->values[v].constant;
+		if (!t)
+			continue;
+		n_const++;
+		if (t->data)
+			fail_msg("constant '%s' still has data",
+				 gr->values[v].name);
+		assert_int_equal(t->numel, g->values[v].constant->numel);
+	}
+	assert_true(n_const >= 8);
+	assert_int_equal(graph_total_params(gr), graph_total_params(g));
+
+	/* Refill the freed bytes with NaNs: an engine still reading the
+	 * graph's constants would now compute garbage. */
+	void **junk = calloc((size_t)gr->n_values, sizeof *junk);
+	assert_non_null(junk);
+	for (int v = 0; v < gr->n_values; v++) {
+		if (!gr->values[v].constant)
+			continue;
+		size_t nb = tensor_nbytes(g->values[v].constant);
+		junk[v] = malloc(nb ? nb : 1);
+		assert_non_null(junk[v]);
+		memset(junk[v], 0xff, nb);
+	}
+	tensor *in = NULL;
+	const graph_value *iv = &g->values[g->inputs[0]];
+	assert_int_equal(tensor_create(TENSOR_F32, iv->ndim, iv->dims, &in), DF_OK);
+	random_fill(in);
+	tensor *yk = run1(keep, in), *yr = run1(rel, in), *yr2 = run1(rel, in);
+	assert_int_equal(tensor_nbytes(yk), tensor_nbytes(yr));
+	if (memcmp(yk->data, yr->data, tensor_nbytes(yk)) ||
+	    memcmp(yk->data, yr2->data, tensor_nbytes(yk)))
+		fail_msg("%s", "release engine's output differs");
+
+	/* a released graph is metadata only */
+	graph *cl = NULL;
+	assert_int_equal(engine_create(gr, ENGINE_DNNL, 1, &e), DF_EINVAL);
+	assert_int_equal(engine_create(gr, ENGINE_REF, 1, &e), DF_EINVAL);
+	assert_null(e);
+	assert_int_equal(graph_clone(gr, &cl), DF_EINVAL);
+	assert_null(cl);
+
+	/* the reference engine needs its constants and keeps them */
+	assert_int_equal(engine_create_release(gref, ENGINE_REF, 1, &ref), DF_OK);
+	assert_false(gref->constants_released);
+	for (int v = 0; v < gref->n_values; v++)
+		if (gref->values[v].constant)
+			assert_non_null(gref->values[v].constant->data);
+	tensor *yf = run1(ref, in);
+	double ma, mr;
+	assert_int_equal(tensor_max_error(yr, yf, 1e-3f, &ma, &mr), DF_OK);
+	assert_true(mr <= TOL);
+
+	for (int v = 0; v < gr->n_values; v++)
+		free(junk[v]);
+	free(junk);
+	tensor_destroy(in);
+	tensor_destroy(yk);
+	tensor_destroy(yr);
+	tensor_destroy(yr2);
+	tensor_destroy(yf);
+	engine_destroy(keep);
+	engine_destroy(rel);
+	engine_destroy(ref);
+	graph_destroy(g);
+	graph_destroy(gr);
+	graph_destroy(gref);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -959,6 +1076,7 @@ int main(void)
 		cmocka_unit_test(mobilenetv2_block),
 		cmocka_unit_test(threads_restored),
 		cmocka_unit_test(create_rejects_broken_nodes),
+		cmocka_unit_test(release_constants),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
