@@ -31,6 +31,8 @@ typedef struct call_slot {
 	bool overflow;               /* response crossed resp_limit */
 	runner_call *call;           /* the call served; NULL when idle */
 	int64_t t0_ms;
+	long timeout_ms;             /* the call's deadline */
+	bool clamped;                /* cut short by the request deadline */
 	char errbuf[CURL_ERROR_SIZE];
 } call_slot;
 
@@ -297,7 +299,10 @@ static df_err encode_call(http_client *c, call_slot *s, const runner_call *call)
 	return wire_msg_encode(&s->req, &msg);
 }
 
-static long call_timeout(http_client *c, const runner_call *call, int64_t now)
+/* The call's own deadline (call_timeout hook, else the fixed one), cut to
+ * what is left of the request's deadline (*clamped then). */
+static long call_timeout(http_client *c, const runner_call *call, int64_t now,
+			 bool *clamped)
 {
 	long t = c->opt.call_timeout
 		? c->opt.call_timeout(c->opt.call_timeout_ctx, call->device,
@@ -305,10 +310,13 @@ static long call_timeout(http_client *c, const runner_call *call, int64_t now)
 		: c->opt.stage_timeout_ms;
 	if (t <= 0)
 		t = c->opt.stage_timeout_ms;
+	*clamped = false;
 	if (c->target.deadline_ms > 0) {
 		int64_t left = c->target.deadline_ms - now;
-		if (left < t)
+		if (left < t) {
 			t = (long)(left > 0 ? left : 0);
+			*clamped = true;
+		}
 	}
 	return t;
 }
@@ -327,7 +335,8 @@ static df_err prepare_call(http_client *c, call_slot *s, runner_call *call,
 	if (call->device < 0 || call->device >= t->map->n_devices || !t->urls ||
 	    !t->urls[call->device])
 		return df_errf(DF_EUNAVAIL, "device %d has no URL", call->device);
-	long timeout = call_timeout(c, call, now);
+	long timeout = call_timeout(c, call, now, &s->clamped);
+	s->timeout_ms = timeout;
 	if (timeout <= 0)
 		return df_errf(DF_ETIMEDOUT, "request deadline passed before stage %d",
 			       call->stage);
@@ -452,8 +461,9 @@ static void finish_call(http_client *c, call_slot *s, CURLcode rc)
 	c->stats.bytes_received += (uint64_t)(resp_hdr > 0 ? resp_hdr : 0) +
 				   s->resp_len;
 	if (rc == CURLE_OPERATION_TIMEDOUT)
-		st = df_errf(DF_ETIMEDOUT, "device %d stage %d: no answer in time",
-			     call->device, call->stage);
+		st = df_errf(DF_ETIMEDOUT, "device %d stage %d: no answer within %ld ms%s",
+			     call->device, call->stage, s->timeout_ms,
+			     s->clamped ? " (the rest of the request deadline)" : "");
 	else if (s->overflow || rc == CURLE_FILESIZE_EXCEEDED)
 		st = df_errf(DF_ETOOBIG, "device %d stage %d: answer above %zu bytes",
 			     call->device, call->stage, s->resp_limit);
@@ -471,7 +481,10 @@ static void finish_call(http_client *c, call_slot *s, CURLcode rc)
 		c->stats.calls_failed++;
 		log_debug("stage call failed: %s", df_err_msg());
 	}
-	if (c->opt.observer)
+	/* A call late only because the request ran out of time says nothing
+	 * about its device: the observer does not hear of it (as in
+	 * fail_call()). */
+	if (c->opt.observer && !(st == DF_ETIMEDOUT && s->clamped))
 		c->opt.observer(c->opt.observer_ctx, call->device, call->stage, st,
 				(double)(http_client_now_ms() - s->t0_ms));
 	s->call = NULL;

@@ -57,11 +57,16 @@
 /* Answer cap when the target has no graph to size it from. */
 #define HTTP_CLIENT_DEFAULT_MAX_STAGE_RESPONSE ((size_t)256 << 20)
 
-/* Deadline of one stage call in ms (> 0), e.g. from the device's latency
- * estimate with a floor and a cap. Called on the client's thread. */
+/* Deadline of one stage call in ms (> 0; else stage_timeout_ms is used),
+ * e.g. from the device's latency estimate with a floor and a cap. Called
+ * on the client's thread as each call is sent; the client cuts it to what
+ * is left of the request's deadline (http_stage_target.deadline_ms). */
 typedef long (*http_call_timeout_fn)(void *ctx, int device, int stage);
 
-/* Told the outcome of every stage call (ms = wall time of the call). */
+/* Told the outcome of every stage call (ms = wall time of the call),
+ * except calls not needed any more (cancelled) and calls that failed only
+ * because the request's deadline passed (not sent, or late with a
+ * deadline cut short by it): those say nothing about the device. */
 typedef void (*http_call_observer_fn)(void *ctx, int device, int stage,
 				      df_err status, double ms);
 

@@ -7,7 +7,9 @@
  *   classify.c   POST /v1/classify and the KServe v2 endpoints
  *   scheduler.c  deployments (a partition version with its runner pool),
  *                the partition push protocol to workers, leases
- *   health.c     device registry and health probing (UP/DOWN), down masks
+ *   health.c     device registry, health probing and the per-device state
+ *                machine (health_fsm.c: UP/SUSPECT/DOWN), down masks,
+ *                per-call deadlines
  *   metrics.c    counters and the Prometheus text at GET /metrics
  *
  * Request path: classify.c leases a runner + HTTP client (scheduler.c),
@@ -15,10 +17,10 @@
  * deadline, takes the DOWN devices from health.c as the runner's
  * down_mask, and runs runner_infer(). Every stage call outcome goes to
  * health_report_call() and metrics_stage_call() (scheduler.c's observer).
- * Per-call deadlines are the fixed --stage-timeout-ms today; a per-device
- * estimate plugs in as http_client_options.call_timeout (device, stage ->
- * ms) when the deployment's clients are created, fed from dev_info's
- * latency and the observer's per-call times.
+ * Per-call deadlines come from health_call_timeout() (the device's
+ * per-stage latency estimate with a floor and a cap), plugged in as
+ * http_client_options.call_timeout when the deployment's clients are
+ * created; the client keeps each within the request deadline.
  *
  * Ownership: main() owns the gateway struct and everything it points to;
  * handlers borrow it. Fields below marked "immutable" are set before the
@@ -35,6 +37,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "health_fsm.h"
 #include "engine.h"
 #include "err.h"
 #include "http_client.h"
@@ -203,23 +206,16 @@ void sched_settings(scheduler *s, gw_settings *out);
 
 /* ---- health.c ------------------------------------------------------------ */
 
-typedef enum dev_state {
-	DEV_UNKNOWN = 0,  /* registered, not probed yet */
-	DEV_UP,
-	DEV_DOWN,
-	DEV_STATE_COUNT
-} dev_state;
-
-const char *dev_state_name(dev_state s);
-
 /* One registered device as health sees it (a copy). */
 typedef struct dev_info {
 	char id[STORE_ID_MAX];
 	char url[STORE_URL_MAX];
-	dev_state state;
+	dev_state state;          /* health_fsm.h */
 	int64_t version;          /* partition version the worker reported */
-	double latency_ms;        /* last probe round trip */
-	int64_t failures;         /* consecutive failed probes */
+	double latency_ms;        /* probe round trip estimate (EWMA; 0 = none) */
+	double call_latency_ms;   /* answered stage calls, any stage (EWMA;
+				     0 = none) */
+	int64_t failures;         /* failed contacts in a row */
 	int64_t since_ms;         /* wall-clock ms of the last state change
 				     (or of registration) */
 } dev_info;
@@ -243,14 +239,17 @@ df_err health_list(health *h, dev_info **out, size_t *n);
 /* Looks one device up by id; DF_ENOENT if unknown. */
 df_err health_get(health *h, const char *id, dev_info *out);
 
-/* Records the outcome of a contact (probe, push or request call) with
- * device id: UP on success, DOWN after the configured number of failures
- * in a row (or at once with force_down). Persists changes and logs an
- * event on each transition. */
+/* Records the outcome of a gateway-initiated contact (probe, partition
+ * push) with device id: ok = an answer (latency_ms its round trip, 0 =
+ * unknown; version > 0 the version it holds), else a failure, which
+ * force_down turns into DOWN at once (a failed prepare/commit). Runs the
+ * state machine of health_fsm.h, persists the device row and logs an event
+ * on each transition. */
 void health_mark(health *h, const char *id, bool ok, bool force_down,
 		 int64_t version, double latency_ms, const char *cause);
 
-/* Bitmask over m's device indices of devices known DOWN. */
+/* Bitmask over m's device indices of devices known DOWN (SUSPECT ones
+ * are still called). */
 uint64_t health_down_mask(health *h, const partition_map *m);
 
 /* Starts the probe loop (every interval; pushes the active partition to
@@ -260,10 +259,20 @@ df_err health_start(health *h);
 /* Runs one probe round now (also used at start-up). */
 void health_probe_round(health *h, http_client *hc);
 
-/* Request-path feedback: a stage call to device index `device` of the
- * map failed or succeeded (runs on request threads). */
+/* Request-path feedback: a stage call of `stage` to device index `device`
+ * of the map answered (DF_OK, ms = its latency), missed its deadline
+ * (DF_ETIMEDOUT, ms = the time waited) or failed otherwise (runs on
+ * request threads; touches SQLite only on a transition). */
 void health_report_call(health *h, const partition_map *m, int device,
-			df_err status, double ms);
+			int stage, df_err status, double ms);
+
+/* Deadline in ms of a stage call of `stage` to device index `device` of
+ * m: clamp(--stage-timeout-multiplier x the (device, stage) latency
+ * estimate, --stage-timeout-floor-ms, --stage-timeout-ms); the latter
+ * before any estimate. The HTTP client also keeps it within the request's
+ * deadline. Runs on request threads. */
+long health_call_timeout(health *h, const partition_map *m, int device,
+			 int stage);
 
 /* ---- admin.c (DESIGN §7 admin API; Bearer gw->admin_token) ------------ */
 

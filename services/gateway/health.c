@@ -1,24 +1,33 @@
 /*
  * health.c - the device registry and its health: which workers exist,
- * where they are, and whether requests should call them.
+ * where they are, whether requests should call them, and how long a stage
+ * call to each may take.
  *
- * States (this issue): UNKNOWN (registered, not contacted yet), UP, DOWN.
- * A successful contact (probe, partition push, stage call) makes a device
- * UP; --down-after failed contacts in a row (or one failed push) make it
- * DOWN. DOWN devices are skipped by requests (health_down_mask) and come
- * back only through the probe loop, which also pushes the active partition
- * to a worker that answers /healthz without holding it (restarted, or down
- * while the version was deployed). The full UP/SUSPECT/DOWN machine with
- * hysteresis and self-healing (DESIGN §6) is meant to replace mark() and
- * the probe round behind the same functions.
+ * Each device runs the state machine of health_fsm.h (UNKNOWN, UP,
+ * SUSPECT, DOWN with hysteresis) fed by three sources: the probe loop
+ * (GET /healthz every --health-interval-ms), partition pushes (prepare /
+ * commit; a failure forces DOWN) and request-path stage calls
+ * (health_report_call, scheduler.c's observer). DOWN devices are skipped by
+ * requests (health_down_mask) and come back only through probes: the
+ * probe loop also pushes the active partition to a worker that answers
+ * /healthz without holding it (restarted, or down while the version was
+ * deployed). SUSPECT devices are still called. The deadline of each stage
+ * call comes from the device's per-stage latency estimate
+ * (health_call_timeout: clamp(--stage-timeout-multiplier x estimate,
+ * --stage-timeout-floor-ms, --stage-timeout-ms)).
  *
  * Persistence: every transition is written to the devices table together
- * with a "health" event (one transaction); probes also refresh last_seen,
- * failures and the latency estimate. Request-path reports touch SQLite only
- * on transitions, so the hot path does not write per call.
+ * with a "health" event naming the cause (one transaction); probes also
+ * refresh last_seen, failures and the latency estimate (the probe round
+ * trip EWMA). Request-path reports touch SQLite only on transitions, so
+ * the hot path does not write per call. Writes are queued under h->lock in
+ * the order the transitions happened and drained in that order under
+ * h->persist, so the events table and the devices row never disagree with
+ * the order of the machine's steps, even with concurrent requests.
  *
- * Locks: h->lock guards the entries; it is never held across network or
- * SQLite calls.
+ * Locks: h->lock guards the entries and the write queue; it is never held
+ * across network or SQLite calls. h->persist serializes the SQLite writes
+ * of health (taken before h->lock, never the other way round).
  */
 #include <ctype.h>
 #include <inttypes.h>
@@ -30,22 +39,34 @@
 #include "gateway.h"
 #include "log.h"
 
-static const char *const state_names[] = {"UNKNOWN", "UP", "DOWN"};
-_Static_assert(sizeof state_names / sizeof state_names[0] == DEV_STATE_COUNT,
-	       "one name per device state");
+/* One device: its public view and its state machine. */
+typedef struct entry {
+	dev_info info;            /* state, failures, since, latencies mirror
+				     fsm (sync_info) */
+	health_fsm fsm;
+	int64_t last_seen_ms;     /* wall clock of the last answer; 0 = never */
+} entry;
 
-const char *dev_state_name(dev_state s)
-{
-	return (unsigned)s < DEV_STATE_COUNT ? state_names[s] : "?";
-}
+/* One queued SQLite write (a transition, or a probe's refresh). */
+typedef struct pending_write {
+	struct pending_write *next;
+	char id[STORE_ID_MAX];
+	dev_state from, to;
+	int64_t last_seen_ms;
+	int64_t failures;
+	double latency_ms;
+	char cause[256];
+} pending_write;
 
 struct health {
 	gateway *gw;
 	pthread_mutex_t lock;
+	pthread_mutex_t persist;  /* serializes SQLite writes (see above) */
 	pthread_cond_t wake;
-	dev_info *devs;           /* sorted by id */
+	entry *devs;              /* sorted by id */
 	size_t n, cap;
-	int down_after;
+	pending_write *queue, *queue_tail; /* under lock, in step order */
+	health_fsm_params params;
 	long repartition_after_ms; /* self-healing delay; 0 = off */
 	long interval_ms;
 	long timeout_ms;
@@ -67,7 +88,7 @@ static int find(const health *h, const char *id)
 	size_t lo = 0, hi = h->n;
 	while (lo < hi) {
 		size_t mid = (lo + hi) / 2;
-		int c = strcmp(h->devs[mid].id, id);
+		int c = strcmp(h->devs[mid].info.id, id);
 		if (c == 0)
 			return (int)mid;
 		if (c < 0)
@@ -78,23 +99,41 @@ static int find(const health *h, const char *id)
 	return -1;
 }
 
-/* Inserts a copy of d in id order; under lock. */
-static df_err insert(health *h, const dev_info *d)
+/* Copies the machine's view into e->info; under lock. */
+static void sync_info(entry *e)
+{
+	e->info.state = e->fsm.state;
+	e->info.failures = e->fsm.failures;
+	e->info.since_ms = e->fsm.since_ms;
+	e->info.latency_ms = e->fsm.probe_ms;
+	e->info.call_latency_ms = e->fsm.call_ms;
+}
+
+/* Inserts a new UNKNOWN device (id, url, probe latency estimate) in id
+ * order; under lock. */
+static df_err insert(health *h, const char *id, const char *url,
+		     double latency_ms, int64_t last_seen_ms)
 {
 	if (h->n == h->cap) {
 		size_t cap = h->cap ? h->cap * 2 : 8;
-		dev_info *p = realloc(h->devs, cap * sizeof *p);
+		entry *p = realloc(h->devs, cap * sizeof *p);
 		if (!p)
 			return DF_ENOMEM;
 		h->devs = p;
 		h->cap = cap;
 	}
 	size_t at = 0;
-	while (at < h->n && strcmp(h->devs[at].id, d->id) < 0)
+	while (at < h->n && strcmp(h->devs[at].info.id, id) < 0)
 		at++;
 	memmove(&h->devs[at + 1], &h->devs[at], (h->n - at) * sizeof *h->devs);
-	h->devs[at] = *d;
-	h->devs[at].since_ms = wall_ms();
+	entry *e = &h->devs[at];
+	memset(e, 0, sizeof *e);
+	snprintf(e->info.id, sizeof e->info.id, "%s", id);
+	snprintf(e->info.url, sizeof e->info.url, "%s", url);
+	health_fsm_init(&e->fsm, DEV_UNKNOWN, wall_ms());
+	e->fsm.probe_ms = latency_ms > 0 ? latency_ms : 0;
+	e->last_seen_ms = last_seen_ms;
+	sync_info(e);
 	h->n++;
 	return DF_OK;
 }
@@ -105,24 +144,32 @@ df_err health_create(gateway *gw, health **out)
 	if (!h)
 		return DF_ENOMEM;
 	h->gw = gw;
-	h->down_after = (int)config_int(gw->cfg, "down-after");
+	h->params = (health_fsm_params){
+		.down_after = (int)config_int(gw->cfg, "down-after"),
+		.up_after = (int)config_int(gw->cfg, "up-after"),
+		.alpha = HEALTH_FSM_DEFAULT_ALPHA,
+		.multiplier = config_double(gw->cfg, "stage-timeout-multiplier"),
+		.floor_ms = (long)config_int(gw->cfg, "stage-timeout-floor-ms"),
+		.cap_ms = gw->stage_timeout_ms,
+	};
 	h->repartition_after_ms = (long)config_int(gw->cfg, "repartition-after-ms");
 	h->interval_ms = (long)config_int(gw->cfg, "health-interval-ms");
 	h->timeout_ms = (long)config_int(gw->cfg, "health-timeout-ms");
 	pthread_mutex_init(&h->lock, NULL);
+	pthread_mutex_init(&h->persist, NULL);
 	pthread_cond_init(&h->wake, NULL);
+	if (h->params.floor_ms >= h->params.cap_ms)
+		log_info("--stage-timeout-floor-ms %ld >= --stage-timeout-ms %ld: every stage call gets %ld ms",
+			 h->params.floor_ms, h->params.cap_ms, h->params.cap_ms);
 	store_device *list = NULL;
 	size_t n = 0;
 	df_err err = store_device_list(gw->db, &list, &n);
 	for (size_t i = 0; !err && i < n; i++) {
-		dev_info d = {.state = DEV_UNKNOWN};
-		snprintf(d.id, sizeof d.id, "%s", list[i].id);
-		snprintf(d.url, sizeof d.url, "%s", list[i].url);
-		d.latency_ms = list[i].latency_ms_estimate;
-		err = insert(h, &d);
+		err = insert(h, list[i].id, list[i].url,
+			     list[i].latency_ms_estimate, list[i].last_seen_ms);
 		if (!err)
-			log_info("restored device %s at %s (was %s)", d.id, d.url,
-				 list[i].state);
+			log_info("restored device %s at %s (was %s)", list[i].id,
+				 list[i].url, list[i].state);
 	}
 	free(list);
 	if (err) {
@@ -143,7 +190,13 @@ void health_destroy(health *h)
 	pthread_mutex_unlock(&h->lock);
 	if (h->started)
 		pthread_join(h->thread, NULL);
+	while (h->queue) {
+		pending_write *w = h->queue;
+		h->queue = w->next;
+		free(w);
+	}
 	pthread_cond_destroy(&h->wake);
+	pthread_mutex_destroy(&h->persist);
 	pthread_mutex_destroy(&h->lock);
 	free(h->devs);
 	free(h);
@@ -211,14 +264,12 @@ df_err health_register(health *h, const char *id, const char *url)
 	}
 	pthread_mutex_lock(&h->lock);
 	int i = find(h, id);
-	if (i >= 0) {
-		snprintf(h->devs[i].url, sizeof h->devs[i].url, "%s", clean);
-	} else {
-		dev_info info = {.state = DEV_UNKNOWN};
-		snprintf(info.id, sizeof info.id, "%s", id);
-		snprintf(info.url, sizeof info.url, "%s", clean);
-		err = insert(h, &info);
-	}
+	if (i >= 0)
+		snprintf(h->devs[i].info.url, sizeof h->devs[i].info.url, "%s",
+			 clean);
+	else
+		err = insert(h, id, clean, d.latency_ms_estimate,
+			     d.last_seen_ms);
 	pthread_mutex_unlock(&h->lock);
 	if (!err)
 		log_info("device %s at %s %s", id, clean,
@@ -239,7 +290,10 @@ df_err health_unregister(health *h, const char *id, const char *cause)
 		h->n--;
 	}
 	pthread_mutex_unlock(&h->lock);
+	/* Writes queued for the device before its removal go first. */
+	pthread_mutex_lock(&h->persist);
 	err = store_device_delete(h->gw->db, id);
+	pthread_mutex_unlock(&h->persist);
 	if (err == DF_ENOENT && i >= 0)
 		err = DF_OK;
 	if (err)
@@ -256,8 +310,8 @@ df_err health_list(health *h, dev_info **out, size_t *n)
 	pthread_mutex_lock(&h->lock);
 	dev_info *copy = malloc((h->n + 1) * sizeof *copy);
 	if (copy) {
-		if (h->n)
-			memcpy(copy, h->devs, h->n * sizeof *copy);
+		for (size_t i = 0; i < h->n; i++)
+			copy[i] = h->devs[i].info;
 		*n = h->n;
 	}
 	pthread_mutex_unlock(&h->lock);
@@ -272,71 +326,109 @@ df_err health_get(health *h, const char *id, dev_info *out)
 	pthread_mutex_lock(&h->lock);
 	int i = find(h, id);
 	if (i >= 0)
-		*out = h->devs[i];
+		*out = h->devs[i].info;
 	pthread_mutex_unlock(&h->lock);
 	return i >= 0 ? DF_OK : df_errf(DF_ENOENT, "no device %s", id);
 }
 
-/* Updates device id; writes SQLite on a transition or when persist. */
-static void mark(health *h, const char *id, bool ok, bool force_down,
-		 int64_t version, double latency_ms, const char *cause,
+/* Writes the queued health rows and events in queue order. */
+static void flush(health *h)
+{
+	pthread_mutex_lock(&h->persist);
+	pthread_mutex_lock(&h->lock);
+	pending_write *w = h->queue;
+	h->queue = h->queue_tail = NULL;
+	pthread_mutex_unlock(&h->lock);
+	while (w) {
+		pending_write *next = w->next;
+		bool changed = w->from != w->to;
+		store_health sh = {.state = dev_state_name(w->to),
+				   .last_seen_ms = w->last_seen_ms,
+				   .consecutive_failures = w->failures,
+				   .latency_ms_estimate = w->latency_ms};
+		store_event ev = {.device_id = w->id, .kind = "health",
+				  .from_state = (char *)dev_state_name(w->from),
+				  .to_state = (char *)dev_state_name(w->to),
+				  .cause = w->cause};
+		df_err err = store_device_set_health(
+			h->gw->db, w->id, &sh, changed ? &ev : NULL, NULL);
+		/* A device removed meanwhile has no row left to update. */
+		if (err && err != DF_ENOENT)
+			log_warn("device %s: storing health: %s", w->id, df_err_msg());
+		free(w);
+		w = next;
+	}
+	pthread_mutex_unlock(&h->persist);
+}
+
+/* Feeds one observation to device id's machine; queues and writes the
+ * change to SQLite on a transition, or always when persist. */
+static void mark(health *h, const char *id, health_fsm_input in,
+		 int stage_index, double ms, int64_t version, const char *cause,
 		 bool persist)
 {
+	const int64_t now = wall_ms();
 	pthread_mutex_lock(&h->lock);
 	int i = find(h, id);
 	if (i < 0) {
 		pthread_mutex_unlock(&h->lock);
 		return;
 	}
-	dev_info *d = &h->devs[i];
-	dev_state from = d->state, to = from;
-	if (ok) {
-		d->failures = 0;
-		to = DEV_UP;
+	entry *e = &h->devs[i];
+	dev_state from = e->fsm.state;
+	dev_state to = health_fsm_step(&e->fsm, &h->params, in, stage_index, ms,
+				       now);
+	if (in == HEALTH_FSM_PROBE_OK || in == HEALTH_FSM_CALL_OK) {
+		e->last_seen_ms = now;
 		if (version > 0)
-			d->version = version;
-		if (latency_ms > 0)
-			d->latency_ms = latency_ms;
-	} else {
-		d->failures++;
-		if (force_down || d->failures >= h->down_after)
-			to = DEV_DOWN;
+			e->info.version = version;
 	}
-	d->state = to;
-	if (to != from)
-		d->since_ms = wall_ms();
-	dev_info snap = *d;
-	pthread_mutex_unlock(&h->lock);
+	sync_info(e);
 	bool changed = from != to;
-	if (!changed && !persist)
-		return;
-	store_health sh = {.state = dev_state_name(to),
-			   .last_seen_ms = ok ? wall_ms() : 0,
-			   .consecutive_failures = snap.failures,
-			   .latency_ms_estimate = snap.latency_ms};
-	if (!ok) {
-		/* Keep the last successful contact time. */
-		store_device prev;
-		if (store_device_get(h->gw->db, id, &prev) == DF_OK)
-			sh.last_seen_ms = prev.last_seen_ms;
+	pending_write *w = NULL;
+	if (changed || persist) {
+		w = calloc(1, sizeof *w);
+		if (w) {
+			snprintf(w->id, sizeof w->id, "%s", id);
+			w->from = from;
+			w->to = to;
+			w->last_seen_ms = e->last_seen_ms;
+			w->failures = e->fsm.failures;
+			w->latency_ms = e->fsm.probe_ms;
+			if (from == DEV_DOWN && to == DEV_UP)
+				snprintf(w->cause, sizeof w->cause,
+					 "%s (%" PRId64 " in a row)",
+					 cause ? cause : "", e->fsm.probe_oks);
+			else
+				snprintf(w->cause, sizeof w->cause, "%s",
+					 cause ? cause : "");
+			if (h->queue_tail)
+				h->queue_tail->next = w;
+			else
+				h->queue = w;
+			h->queue_tail = w;
+		}
 	}
-	store_event ev = {.device_id = (char *)id, .kind = "health",
-			  .from_state = (char *)dev_state_name(from),
-			  .to_state = (char *)dev_state_name(to),
-			  .cause = (char *)(cause ? cause : "")};
-	df_err err = store_device_set_health(h->gw->db, id, &sh,
-					     changed ? &ev : NULL, NULL);
-	if (err)
-		log_warn("device %s: storing health: %s", id, df_err_msg());
+	pthread_mutex_unlock(&h->lock);
 	if (changed)
 		log_info("device %s: %s -> %s (%s)", id, dev_state_name(from),
 			 dev_state_name(to), cause ? cause : "");
+	if (!w) {
+		if (changed)
+			log_warn("device %s: out of memory; the transition to %s is not stored",
+				 id, dev_state_name(to));
+		return;
+	}
+	flush(h);
 }
 
 void health_mark(health *h, const char *id, bool ok, bool force_down,
 		 int64_t version, double latency_ms, const char *cause)
 {
-	mark(h, id, ok, force_down, version, latency_ms, cause, true);
+	health_fsm_input in = ok ? HEALTH_FSM_PROBE_OK
+			      : force_down ? HEALTH_FSM_PREPARE_FAIL
+					   : HEALTH_FSM_PROBE_FAIL;
+	mark(h, id, in, -1, latency_ms, version, cause, true);
 }
 
 uint64_t health_down_mask(health *h, const partition_map *m)
@@ -345,7 +437,7 @@ uint64_t health_down_mask(health *h, const partition_map *m)
 	pthread_mutex_lock(&h->lock);
 	for (int d = 0; d < m->n_devices && d < 64; d++) {
 		int i = find(h, m->devices[d]);
-		if (i < 0 || h->devs[i].state == DEV_DOWN)
+		if (i < 0 || h->devs[i].fsm.state == DEV_DOWN)
 			mask |= 1ULL << d;
 	}
 	pthread_mutex_unlock(&h->lock);
@@ -353,17 +445,41 @@ uint64_t health_down_mask(health *h, const partition_map *m)
 }
 
 void health_report_call(health *h, const partition_map *m, int device,
-			df_err status, double ms)
+			int stage_index, df_err status, double ms)
 {
 	if (device < 0 || device >= m->n_devices)
 		return;
 	char cause[160];
-	if (status)
-		snprintf(cause, sizeof cause, "stage call failed: %s",
+	health_fsm_input in;
+	if (status == DF_OK) {
+		in = HEALTH_FSM_CALL_OK;
+		snprintf(cause, sizeof cause, "stage %d call answered in %.0f ms",
+			 stage_index, ms);
+	} else if (status == DF_ETIMEDOUT) {
+		in = HEALTH_FSM_CALL_TIMEOUT;
+		snprintf(cause, sizeof cause, "stage %d call late: no answer in %.0f ms",
+			 stage_index, ms);
+	} else {
+		in = HEALTH_FSM_CALL_FAIL;
+		snprintf(cause, sizeof cause, "stage %d call failed: %s", stage_index,
 			 df_err_str(status));
-	mark(h, m->devices[device], status == DF_OK, false, 0,
-	     status == DF_OK ? 0 : ms, status ? cause : "stage call answered",
-	     false);
+	}
+	mark(h, m->devices[device], in, stage_index, ms, 0, cause, false);
+}
+
+long health_call_timeout(health *h, const partition_map *m, int device,
+			 int stage_index)
+{
+	long t = h->params.cap_ms;
+	if (device < 0 || device >= m->n_devices)
+		return t;
+	pthread_mutex_lock(&h->lock);
+	int i = find(h, m->devices[device]);
+	if (i >= 0)
+		t = health_fsm_deadline(&h->devs[i].fsm, &h->params,
+					stage_index);
+	pthread_mutex_unlock(&h->lock);
+	return t;
 }
 
 /* ---- probing ------------------------------------------------------------ */
@@ -394,7 +510,7 @@ static void probe_one(health *h, http_client *hc, const dev_info *d)
 	json_decref(resp);
 	if (err) {
 		snprintf(cause, sizeof cause, "probe: %s", df_err_msg());
-		mark(h, d->id, false, false, 0, 0, cause, true);
+		mark(h, d->id, HEALTH_FSM_PROBE_FAIL, -1, 0, 0, cause, true);
 		return;
 	}
 	int64_t active = sched_active_version(h->gw->sched);
@@ -402,18 +518,21 @@ static void probe_one(health *h, http_client *hc, const dev_info *d)
 		err = sched_push_device(h->gw->sched, hc, d->id, d->url);
 		if (err == DF_ENOENT) {
 			/* Not part of the active map: reachable, nothing to hold. */
-			mark(h, d->id, true, false, version, ms, "probe answered", true);
+			mark(h, d->id, HEALTH_FSM_PROBE_OK, -1, ms, version,
+			     "probe answered", true);
 			return;
 		}
 		if (err) {
 			snprintf(cause, sizeof cause, "push of version %" PRId64 ": %s",
 				 active, df_err_msg());
-			mark(h, d->id, false, true, 0, 0, cause, true);
+			mark(h, d->id, HEALTH_FSM_PREPARE_FAIL, -1, 0, 0, cause,
+			     true);
 			return;
 		}
 		version = active;
 	}
-	mark(h, d->id, true, false, version, ms, "probe answered", true);
+	mark(h, d->id, HEALTH_FSM_PROBE_OK, -1, ms, version, "probe answered",
+	     true);
 }
 
 void health_probe_round(health *h, http_client *hc)

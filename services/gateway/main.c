@@ -56,7 +56,17 @@ static const config_opt gw_opts[] = {
 	{"data-dir", "DICEFLEET_DATA_DIR", CONFIG_STRING, FMNIST_DEFAULT_DIR, 0,
 	 -1, "Fashion-MNIST directory (calibration)"},
 	{"stage-timeout-ms", "DICEFLEET_STAGE_TIMEOUT_MS", CONFIG_INT, "2000", 1,
-	 600000, "deadline of one stage call to a worker"},
+	 600000,
+	 "longest deadline of one stage call to a worker (the cap; used until "
+	 "the device has a latency estimate for the stage); every deadline is "
+	 "also cut to what is left of --request-timeout-ms"},
+	{"stage-timeout-floor-ms", "DICEFLEET_STAGE_TIMEOUT_FLOOR_MS",
+	 CONFIG_INT, "500", 1, 600000,
+	 "shortest deadline of one stage call (at most --stage-timeout-ms)"},
+	{"stage-timeout-multiplier", "DICEFLEET_STAGE_TIMEOUT_MULTIPLIER",
+	 CONFIG_DOUBLE, "4", 1, 1000,
+	 "stage call deadline = this x the device's latency estimate for the "
+	 "stage (EWMA of its answered calls), within the floor and the cap"},
 	{"request-timeout-ms", "DICEFLEET_REQUEST_TIMEOUT_MS", CONFIG_INT,
 	 "10000", 1, 3600000,
 	 "deadline of one inference (waiting for a runner included)"},
@@ -77,7 +87,10 @@ static const config_opt gw_opts[] = {
 	 "repartition over the live devices once a device of the partition "
 	 "has been DOWN this long, or a device outside it UP this long; 0 = off"},
 	{"down-after", "DICEFLEET_DOWN_AFTER", CONFIG_INT, "2", 1, 1000,
-	 "failed contacts in a row after which a device is DOWN"},
+	 "failed contacts (probes, stage calls) in a row after which a device "
+	 "is DOWN; one failure makes an UP device SUSPECT (still called)"},
+	{"up-after", "DICEFLEET_UP_AFTER", CONFIG_INT, "2", 1, 1000,
+	 "answered health probes in a row that bring a DOWN device back UP"},
 	{"min-coverage", "DICEFLEET_MIN_COVERAGE", CONFIG_DOUBLE, "0.5", 0, 1,
 	 "answer 503 when less than this fraction of neurons was computed"},
 	{"max-body", "DICEFLEET_MAX_BODY", CONFIG_INT, "8388608", 1024,

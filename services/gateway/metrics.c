@@ -238,20 +238,33 @@ df_err metrics_handle(const http_request *req, http_response *res, void *ctx)
 			put(&t, "dicefleet_stage_calls_total{result=\"%s\"} %" PRIu64 "\n",
 			    df_err_code((df_err)e), v);
 	}
-	put(&t, "# HELP dicefleet_device_up Device state (1 = UP, 0 = DOWN, -1 = not contacted yet).\n"
+	put(&t, "# HELP dicefleet_device_up Device state (1 = UP, 0.5 = SUSPECT, 0 = DOWN, -1 = not contacted yet).\n"
 		"# TYPE dicefleet_device_up gauge\n");
 	dev_info *devs = NULL;
 	size_t nd = 0;
 	if (health_list(gw->health, &devs, &nd) == DF_OK) {
 		for (size_t i = 0; i < nd; i++)
-			put(&t, "dicefleet_device_up{device=\"%s\"} %d\n", devs[i].id,
-			    devs[i].state == DEV_UP ? 1
-			    : devs[i].state == DEV_DOWN ? 0 : -1);
-		put(&t, "# HELP dicefleet_device_probe_latency_ms Last health probe round trip.\n"
+			put(&t, "dicefleet_device_up{device=\"%s\"} %g\n", devs[i].id,
+			    devs[i].state == DEV_UP ? 1.0
+			    : devs[i].state == DEV_SUSPECT ? 0.5
+			    : devs[i].state == DEV_DOWN ? 0.0 : -1.0);
+		put(&t, "# HELP dicefleet_device_state Device health state (1 for the current one).\n"
+			"# TYPE dicefleet_device_state gauge\n");
+		for (size_t i = 0; i < nd; i++)
+			for (int st = 0; st < DEV_STATE_COUNT; st++)
+				put(&t, "dicefleet_device_state{device=\"%s\",state=\"%s\"} %d\n",
+				    devs[i].id, dev_state_name((dev_state)st),
+				    devs[i].state == (dev_state)st);
+		put(&t, "# HELP dicefleet_device_probe_latency_ms Health probe round trip estimate (EWMA).\n"
 			"# TYPE dicefleet_device_probe_latency_ms gauge\n");
 		for (size_t i = 0; i < nd; i++)
 			put(&t, "dicefleet_device_probe_latency_ms{device=\"%s\"} %g\n",
 			    devs[i].id, devs[i].latency_ms);
+		put(&t, "# HELP dicefleet_device_call_latency_ms Answered stage call latency estimate, all stages (EWMA).\n"
+			"# TYPE dicefleet_device_call_latency_ms gauge\n");
+		for (size_t i = 0; i < nd; i++)
+			put(&t, "dicefleet_device_call_latency_ms{device=\"%s\"} %g\n",
+			    devs[i].id, devs[i].call_latency_ms);
 		free(devs);
 	}
 	char model_label[512];

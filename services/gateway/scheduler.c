@@ -88,14 +88,21 @@ static void deployment_free(deployment *d)
 	free(d);
 }
 
-/* Every stage call outcome: metrics now, the health state machine. */
+/* Every stage call outcome: metrics, and the health state machine (which
+ * also learns the call's latency). */
 static void call_observer(void *ctx, int device, int st, df_err status,
 			  double ms)
 {
-	(void)st;
 	deployment *d = ctx;
 	metrics_stage_call(d->gw->metrics, status);
-	health_report_call(d->gw->health, d->map, device, status, ms);
+	health_report_call(d->gw->health, d->map, device, st, status, ms);
+}
+
+/* Deadline of each stage call: from the device's latency for that stage. */
+static long call_deadline(void *ctx, int device, int st)
+{
+	deployment *d = ctx;
+	return health_call_timeout(d->gw->health, d->map, device, st);
 }
 
 /* Builds a deployment around map (taken over) with its JSON text. */
@@ -153,6 +160,8 @@ static df_err deployment_create(gateway *gw, const gw_settings *st,
 		.cluster_token = gw->cluster_token,
 		.connect_timeout_ms = (long)config_int(gw->cfg, "connect-timeout-ms"),
 		.stage_timeout_ms = gw->stage_timeout_ms,
+		.call_timeout = call_deadline,
+		.call_timeout_ctx = d,
 		.observer = call_observer,
 		.observer_ctx = d,
 		.dtype = strcmp(config_str(gw->cfg, "wire-dtype"), "f16") == 0

@@ -4,7 +4,8 @@
  * (envelope, frames, token, content type), parallel calls, and the status
  * of every kind of bad answer - wrong channel ids or envelope, garbage,
  * HTTP errors, a late answer (deadline), a refused connection, a missing
- * URL, a request deadline already passed - plus the JSON control calls.
+ * URL, a request deadline already passed, per-call deadlines from the
+ * call_timeout hook - plus the JSON control calls.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -336,6 +337,72 @@ static void test_deadline(void **state)
 	sleep_ms(600); /* let the slow handlers finish before later tests */
 }
 
+/* call_timeout hook: device 0 gets 150 ms, device 1 the default. */
+static long hook_timeout(void *ctx, int device, int st)
+{
+	atomic_fetch_add((atomic_int *)ctx, 1);
+	return st == 0 && device == 0 ? 150 : 0;
+}
+
+typedef struct observed {
+	int n;
+	df_err status[2];
+	double ms[2];
+} observed;
+
+static void observe_call(void *ctx, int device, int st, df_err status,
+			 double ms)
+{
+	(void)st;
+	observed *o = ctx;
+	o->n++;
+	o->status[device] = status;
+	o->ms[device] = ms;
+}
+
+/* Per-call deadlines from the call_timeout hook; a call late only because
+ * the request deadline cut its own short is not reported to the
+ * observer (it says nothing about the device). */
+static void test_call_timeout_hook(void **state)
+{
+	(void)state;
+	fixture f;
+	fixture_init(&f, 2000, TOKEN);
+	http_client_destroy(f.hc);
+	atomic_int hooked = 0;
+	observed seen = {0};
+	http_client_options o = {.cluster_token = TOKEN, .stage_timeout_ms = 2000,
+				 .call_timeout = hook_timeout,
+				 .call_timeout_ctx = &hooked,
+				 .observer = observe_call, .observer_ctx = &seen};
+	assert_int_equal(http_client_create(&o, &f.hc), DF_OK);
+	http_stage_target t = {.map = &f.map, .model = "m",
+			       .urls = (const char *const *)f.urls,
+			       .request_id = 42};
+	http_client_begin(f.hc, &t);
+	atomic_store(&F.mode, FAKE_SLOW);
+	fixture_run(&f);
+	assert_int_equal(atomic_load(&hooked), 2);
+	assert_int_equal(f.calls[0].status, DF_ETIMEDOUT);
+	assert_int_equal(f.calls[1].status, DF_OK);
+	assert_int_equal(seen.n, 2);
+	assert_int_equal(seen.status[0], DF_ETIMEDOUT);
+	assert_true(seen.ms[0] >= 140 && seen.ms[0] < 550);
+	assert_int_equal(seen.status[1], DF_OK);
+	/* The request deadline (200 ms) is shorter than device 1's 2000. */
+	seen = (observed){0};
+	t.deadline_ms = http_client_now_ms() + 200;
+	http_client_begin(f.hc, &t);
+	fixture_run(&f);
+	assert_int_equal(f.calls[0].status, DF_ETIMEDOUT);
+	assert_int_equal(f.calls[1].status, DF_ETIMEDOUT);
+	assert_int_equal(seen.n, 1); /* device 0's own 150 ms deadline */
+	assert_int_equal(seen.status[0], DF_ETIMEDOUT);
+	atomic_store(&F.mode, FAKE_OK);
+	fixture_free(&f);
+	sleep_ms(600); /* let the slow handlers finish before later tests */
+}
+
 static void test_unreachable(void **state)
 {
 	(void)state;
@@ -391,6 +458,7 @@ int main(void)
 		cmocka_unit_test(test_bad_answers),
 		cmocka_unit_test(test_wrong_token),
 		cmocka_unit_test(test_deadline),
+		cmocka_unit_test(test_call_timeout_hook),
 		cmocka_unit_test(test_unreachable),
 		cmocka_unit_test(test_json_calls),
 	};
