@@ -23,6 +23,22 @@
  *   fleet_client latency --url U --model M --image FILE [--repeat N]
  *       times N POST /v1/classify of FILE (after 3 warm-ups) on one
  *       keep-alive connection: min, median, p90, p99, max, mean in ms (benchmarks).
+ *   fleet_client load     --url U --model M --image FILE --clients N
+ *                         (--duration-s S | --requests K) [--out FILE.jsonl]
+ *       closed-loop load: N threads, each with its own keep-alive
+ *       connection, POST FILE to /v1/classify back to back until S seconds
+ *       have passed since the start or K requests (all clients together)
+ *       were sent, whichever comes first (SIGINT/SIGTERM end it early, after
+ *       the requests in flight, with the same output). With --out, one JSON line per
+ *       request in completion order: t_ms (its start, ms since the load
+ *       started, monotonic clock), latency_ms, status (HTTP status; 0 =
+ *       transport error), client, and from a 2xx answer coverage,
+ *       degraded, failed_devices, partition_version (null otherwise),
+ *       else error (the answer's error code or the transport error).
+ *       Summary line: requests, ok, non_2xx (includes transport_errors),
+ *       p50/p99/max latency, min_coverage, degraded, versions seen, and
+ *       start_unix_ms (wall clock at t_ms = 0, to line t_ms up with
+ *       gateway event times). Exit 1 if any request was not 2xx.
  *   fleet_client staged --models D --model M --image FILE [--repeat N]
  *                       [--threads T]
  *       times N in-process inferences of FILE's tensor through the runner
@@ -36,6 +52,9 @@
 #include <dirent.h>
 #include <jansson.h>
 #include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,7 +75,8 @@ static const config_opt opts[] = {
 	{"model", NULL, CONFIG_STRING, "fmnist-vgg", 0, -1, "model name"},
 	{"samples", NULL, CONFIG_STRING, NULL, 0, -1, "directory of PNGs"},
 	{"ref-dir", NULL, CONFIG_STRING, NULL, 0, -1, "dicefleet run outputs"},
-	{"out", NULL, CONFIG_STRING, NULL, 0, -1, "output directory"},
+	{"out", NULL, CONFIG_STRING, NULL, 0, -1,
+	 "output directory (inputs) or JSONL file (load)"},
 	{"test-images", NULL, CONFIG_INT, "0", 0, 10000, "test images"},
 	{"limit", NULL, CONFIG_INT, "1000", 1, 10000, "test images"},
 	{"data-dir", "DICEFLEET_DATA_DIR", CONFIG_STRING, NULL, 0, -1,
@@ -65,6 +85,11 @@ static const config_opt opts[] = {
 	{"image", NULL, CONFIG_STRING, NULL, 0, -1, "image file"},
 	{"repeat", NULL, CONFIG_INT, "50", 1, 1000000, "timed requests"},
 	{"threads", NULL, CONFIG_INT, "1", 0, 4096, "engine threads (staged)"},
+	{"clients", NULL, CONFIG_INT, "8", 1, 1024, "concurrent clients (load)"},
+	{"duration-s", NULL, CONFIG_DOUBLE, "0", 0, 86400,
+	 "load duration; 0 = --requests"},
+	{"requests", NULL, CONFIG_INT, "0", 0, 100000000,
+	 "requests in all (load); 0 = --duration-s"},
 	{"expect-top1", NULL, CONFIG_STRING, NULL, 0, -1,
 	 "file of 'NAME.png INDEX' lines: /v1/classify top-1 expected"},
 };
@@ -560,6 +585,285 @@ static void print_times(double *ms, size_t n)
 	       sum / (double)n);
 }
 
+/* ---- load ------------------------------------------------------------------ */
+
+typedef struct load_ctx {
+	const char *url;        /* full /v1/classify URL */
+	const char *ctype;
+	const void *img;
+	size_t img_len;
+	double duration_ms;     /* 0 = no time limit */
+	long max_requests;      /* 0 = no count limit */
+	atomic_long issued;
+	struct timespec t0;
+	FILE *out;              /* NULL = no per-request lines */
+	pthread_mutex_t lock;   /* guards out */
+} load_ctx;
+
+typedef struct load_client {
+	load_ctx *ctx;
+	int id;
+	double *lat_ms;         /* every request's latency; owned */
+	size_t n, cap;
+	size_t non_2xx, transport, degraded;
+	double min_cov;         /* over 2xx answers; 2 = none yet */
+	int64_t v_min, v_max;   /* partition versions seen (0 = none) */
+	bool oom;
+} load_client;
+
+static volatile sig_atomic_t load_stop; /* set by SIGINT/SIGTERM */
+
+static void load_on_signal(int sig)
+{
+	(void)sig;
+	load_stop = 1;
+}
+
+static double since_ms(const struct timespec *t0, const struct timespec *t)
+{
+	return (double)(t->tv_sec - t0->tv_sec) * 1e3 +
+	       (double)(t->tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+/* JSON text of v (compact), or "null"; new, free(). */
+static char *json_text(const json_t *v)
+{
+	char *s = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+	return s ? s : strdup("null");
+}
+
+/* One request's line and its part of the summary. */
+static void load_record(load_client *cl, double t_ms, double lat, long status,
+			const char *resp, const char *transport_err)
+{
+	json_t *j = resp ? json_loads(resp, 0, NULL) : NULL;
+	bool ok = status >= 200 && status < 300;
+	json_t *cov = ok ? json_object_get(j, "coverage") : NULL;
+	json_t *deg = ok ? json_object_get(j, "degraded") : NULL;
+	json_t *ver = ok ? json_object_get(j, "partition_version") : NULL;
+	json_t *failed = ok ? json_object_get(j, "failed_devices") : NULL;
+	json_t *err = NULL;
+	if (!ok && status > 0)
+		err = json_object_get(json_object_get(j, "error"), "code");
+	json_t *terr = transport_err ? json_string(transport_err) : NULL;
+	if (cl->n == cl->cap) {
+		size_t cap = cl->cap ? cl->cap * 2 : 1024;
+		double *p = realloc(cl->lat_ms, cap * sizeof *p);
+		if (p) {
+			cl->lat_ms = p;
+			cl->cap = cap;
+		}
+	}
+	if (cl->n < cl->cap)
+		cl->lat_ms[cl->n++] = lat;
+	else
+		cl->oom = true;
+	if (!ok) {
+		cl->non_2xx++;
+		cl->transport += status <= 0;
+	} else {
+		double cv = json_is_number(cov) ? json_number_value(cov) : -1;
+		if (cv < cl->min_cov)
+			cl->min_cov = cv;
+		cl->degraded += json_is_true(deg);
+		int64_t v = json_is_integer(ver) ? (int64_t)json_integer_value(ver) : 0;
+		if (v && (!cl->v_min || v < cl->v_min))
+			cl->v_min = v;
+		if (v > cl->v_max)
+			cl->v_max = v;
+	}
+	if (cl->ctx->out) {
+		char *cov_s = json_text(cov), *deg_s = json_text(deg);
+		char *ver_s = json_text(ver), *failed_s = json_text(failed);
+		char *err_s = json_text(terr ? terr : err);
+		pthread_mutex_lock(&cl->ctx->lock);
+		fprintf(cl->ctx->out,
+			"{\"t_ms\":%.3f,\"latency_ms\":%.3f,\"status\":%ld,\"client\":%d,"
+			"\"coverage\":%s,\"degraded\":%s,\"failed_devices\":%s,"
+			"\"partition_version\":%s,\"error\":%s}\n",
+			t_ms, lat, status > 0 ? status : 0, cl->id, cov_s, deg_s, failed_s,
+			ver_s, err_s);
+		pthread_mutex_unlock(&cl->ctx->lock);
+		free(cov_s);
+		free(deg_s);
+		free(ver_s);
+		free(failed_s);
+		free(err_s);
+	}
+	json_decref(terr);
+	json_decref(j);
+}
+
+static void *load_thread(void *arg)
+{
+	load_client *cl = arg;
+	load_ctx *ctx = cl->ctx;
+	CURL *c = curl_easy_init();
+	struct curl_slist *h = NULL;
+	char line[128];
+	snprintf(line, sizeof line, "Content-Type: %s", ctx->ctype);
+	h = curl_slist_append(h, line);
+	h = curl_slist_append(h, "Expect:");
+	if (!c || !h) {
+		fprintf(stderr, "load client %d: curl setup failed\n", cl->id);
+		cl->oom = true;
+		goto out;
+	}
+	char errbuf[CURL_ERROR_SIZE];
+	curl_easy_setopt(c, CURLOPT_URL, ctx->url);
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+	curl_easy_setopt(c, CURLOPT_POSTFIELDS, ctx->img);
+	curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)ctx->img_len);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sink);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+	for (;;) {
+		struct timespec t_start, t_end;
+		clock_gettime(CLOCK_MONOTONIC, &t_start);
+		if (load_stop)
+			break;
+		if (ctx->duration_ms > 0 && since_ms(&ctx->t0, &t_start) >= ctx->duration_ms)
+			break;
+		if (ctx->max_requests > 0 &&
+		    atomic_fetch_add(&ctx->issued, 1) >= ctx->max_requests)
+			break;
+		buf b = {0};
+		errbuf[0] = '\0';
+		curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+		CURLcode rc = curl_easy_perform(c);
+		clock_gettime(CLOCK_MONOTONIC, &t_end);
+		long status = 0;
+		if (rc == CURLE_OK)
+			curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+		load_record(cl, since_ms(&ctx->t0, &t_start), since_ms(&t_start, &t_end),
+			    status, b.p,
+			    rc == CURLE_OK ? NULL : *errbuf ? errbuf : curl_easy_strerror(rc));
+		free(b.p);
+	}
+out:
+	curl_slist_free_all(h);
+	curl_easy_cleanup(c);
+	return NULL;
+}
+
+static int cmd_load(config *c)
+{
+	const char *url = config_str(c, "url"), *path = config_str(c, "image");
+	const char *out_path = config_str(c, "out");
+	int n_clients = (int)config_int(c, "clients");
+	load_ctx ctx = {.duration_ms = config_double(c, "duration-s") * 1e3,
+			.max_requests = (long)config_int(c, "requests")};
+	if (!url || !path || (ctx.duration_ms <= 0 && ctx.max_requests <= 0)) {
+		fprintf(stderr, "load: needs --url, --image and --duration-s or --requests\n");
+		return 2;
+	}
+	ctx.img = read_file(path, &ctx.img_len);
+	if (!ctx.img) {
+		fprintf(stderr, "%s: cannot read\n", path);
+		return 1;
+	}
+	size_t plen = strlen(path);
+	ctx.ctype = plen > 4 && strcmp(path + plen - 4, ".png") == 0 ? "image/png"
+								      : "image/jpeg";
+	char full[512];
+	snprintf(full, sizeof full, "%s/v1/classify?top_k=1&model=%s", url,
+		 config_str(c, "model"));
+	ctx.url = full;
+	if (out_path && !(ctx.out = fopen(out_path, "w"))) {
+		fprintf(stderr, "%s: cannot write\n", out_path);
+		free((void *)ctx.img);
+		return 1;
+	}
+	pthread_mutex_init(&ctx.lock, NULL);
+	atomic_init(&ctx.issued, 0);
+	load_client *cl = calloc((size_t)n_clients, sizeof *cl);
+	pthread_t *th = calloc((size_t)n_clients, sizeof *th);
+	int started = 0, rc = 0;
+	struct timespec wall;
+	json_object_seed(0); /* before threads parse JSON */
+	struct sigaction sa = {.sa_handler = load_on_signal};
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	clock_gettime(CLOCK_REALTIME, &wall);
+	clock_gettime(CLOCK_MONOTONIC, &ctx.t0);
+	for (int i = 0; cl && th && i < n_clients; i++) {
+		cl[i] = (load_client){.ctx = &ctx, .id = i, .min_cov = 2};
+		if (pthread_create(&th[i], NULL, load_thread, &cl[i])) {
+			fprintf(stderr, "load: cannot start client %d\n", i);
+			break;
+		}
+		started++;
+	}
+	for (int i = 0; i < started; i++)
+		pthread_join(th[i], NULL);
+	struct timespec t_end;
+	clock_gettime(CLOCK_MONOTONIC, &t_end);
+	if (started < n_clients)
+		rc = 1;
+	size_t n = 0, non_2xx = 0, transport = 0, degraded = 0;
+	double min_cov = 2;
+	int64_t v_min = 0, v_max = 0;
+	for (int i = 0; i < started; i++) {
+		n += cl[i].n;
+		non_2xx += cl[i].non_2xx;
+		transport += cl[i].transport;
+		degraded += cl[i].degraded;
+		if (cl[i].min_cov < min_cov)
+			min_cov = cl[i].min_cov;
+		if (cl[i].v_min && (!v_min || cl[i].v_min < v_min))
+			v_min = cl[i].v_min;
+		if (cl[i].v_max > v_max)
+			v_max = cl[i].v_max;
+		if (cl[i].oom) {
+			fprintf(stderr, "load client %d: out of memory or no curl handle\n", i);
+			rc = 1;
+		}
+	}
+	double *all = n ? malloc(n * sizeof *all) : NULL;
+	size_t k = 0;
+	for (int i = 0; all && i < started; i++) {
+		memcpy(all + k, cl[i].lat_ms, cl[i].n * sizeof *all);
+		k += cl[i].n;
+	}
+	if (all)
+		qsort(all, n, sizeof *all, cmp_double);
+	double secs = since_ms(&ctx.t0, &t_end) / 1e3;
+	char cov_s[32] = "null";
+	if (min_cov <= 1)
+		snprintf(cov_s, sizeof cov_s, "%.6g", min_cov);
+	printf("{\"clients\":%d,\"requests\":%zu,\"ok\":%zu,\"non_2xx\":%zu,"
+	       "\"transport_errors\":%zu,\"seconds\":%.3f,\"rps\":%.2f,"
+	       "\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,\"min_coverage\":%s,"
+	       "\"degraded\":%zu,\"min_version\":%lld,\"max_version\":%lld,"
+	       "\"start_unix_ms\":%lld}\n",
+	       started, n, n - non_2xx, non_2xx, transport, secs,
+	       secs > 0 ? (double)n / secs : 0.0, all ? all[n / 2] : 0.0,
+	       all ? all[(n * 99) / 100 < n ? (n * 99) / 100 : n - 1] : 0.0,
+	       all ? all[n - 1] : 0.0, cov_s, degraded, (long long)v_min,
+	       (long long)v_max,
+	       (long long)wall.tv_sec * 1000 + wall.tv_nsec / 1000000);
+	if (n && !all) {
+		fprintf(stderr, "load: out of memory for the summary\n");
+		rc = 1;
+	}
+	if (non_2xx || n == 0)
+		rc = 1;
+	if (ctx.out && fclose(ctx.out)) {
+		fprintf(stderr, "%s: write failed\n", out_path);
+		rc = 1;
+	}
+	for (int i = 0; cl && i < n_clients; i++)
+		free(cl[i].lat_ms);
+	free(all);
+	free(cl);
+	free(th);
+	pthread_mutex_destroy(&ctx.lock);
+	free((void *)ctx.img);
+	return rc;
+}
+
 static int cmd_staged(config *c, const model *m)
 {
 	const char *path = config_str(c, "image");
@@ -615,15 +919,15 @@ int main(int argc, char **argv)
 	model *m = NULL;
 	if (argc < 2 || config_create(opts, sizeof opts / sizeof opts[0], &c) ||
 	    config_load_env(c) || config_parse_args(c, argc, argv, 1)) {
-		fprintf(stderr, "usage: fleet_client inputs|compare|accuracy|validate-map [options] (%s)\n",
+		fprintf(stderr, "usage: fleet_client inputs|compare|accuracy|validate-map|latency|load|staged [options] (%s)\n",
 			df_err_msg());
 		config_destroy(c);
 		return 2;
 	}
 	const char *cmd = config_positional_count(c) ? config_positional(c, 0) : "";
 	curl_global_init(CURL_GLOBAL_DEFAULT);
-	if (strcmp(cmd, "latency") == 0) {
-		int rc = cmd_latency(c);
+	if (strcmp(cmd, "latency") == 0 || strcmp(cmd, "load") == 0) {
+		int rc = strcmp(cmd, "load") == 0 ? cmd_load(c) : cmd_latency(c);
 		config_destroy(c);
 		curl_global_cleanup();
 		return rc;
