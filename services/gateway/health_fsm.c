@@ -95,7 +95,11 @@ dev_state health_fsm_step(health_fsm *f, const health_fsm_params *p,
 		if (in != HEALTH_FSM_PROBE_FAIL)
 			f->call_suspect = true;
 		f->probe_oks = 0;
+		if (in != HEALTH_FSM_PROBE_FAIL && f->failures > 0 &&
+		    now_ms - (int64_t)(ms > 0 ? ms : 0) < f->last_fail_ms)
+			break; /* in flight at the last counted failure */
 		f->failures++;
+		f->last_fail_ms = now_ms;
 		if (from != DEV_DOWN)
 			to = f->failures >= down_after ? DEV_DOWN : DEV_SUSPECT;
 		break;

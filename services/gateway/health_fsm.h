@@ -24,8 +24,11 @@
  * call: /healthz answering says the process lives, not that it computes
  * stages in time; the next call (SUSPECT devices are still called)
  * decides. With down_after = 1 a failure goes straight to DOWN. Failures
- * of concurrent requests count one each: a device that misses the
- * deadlines of two requests in flight at once is DOWN at once.
+ * in a row are counted in causal order: a stage call that failed but was
+ * already in flight when the last counted failure was seen adds no
+ * evidence (concurrent requests hit by the same stall all fail together)
+ * and does not count, so a healthy device that stalls once is SUSPECT,
+ * not DOWN; only a call issued after that failure, or a probe, counts.
  *
  * Deadlines: the deadline of a stage call is
  * clamp(multiplier x estimate, floor, cap), where the estimate is an EWMA
@@ -89,6 +92,7 @@ typedef struct health_fsm {
 	int64_t failures;      /* failures in a row */
 	int64_t probe_oks;     /* probe answers in a row */
 	bool call_suspect;     /* the current failures include a stage call */
+	int64_t last_fail_ms;  /* when the last counted failure was seen */
 	double probe_ms;       /* EWMA of probe round trips; 0 = none */
 	double call_ms;        /* EWMA of answered calls, any stage; 0 = none */
 	float stage_ms[HEALTH_FSM_STAGE_SLOTS]; /* EWMA per stage; 0 = none */
@@ -100,8 +104,9 @@ void health_fsm_init(health_fsm *f, dev_state state, int64_t now_ms);
 /*
  * Feeds one observation: in, for calls the stage index (ignored for
  * probes; < 0 = none), the latency in ms (answered calls and probes; for
- * a late call the time waited; else ignored), at now_ms. Returns the new
- * state (f->since_ms = now_ms when it changed).
+ * a failed or late call the time it took, so its start is now_ms - ms),
+ * at now_ms. Returns the new state (f->since_ms = now_ms when it
+ * changed).
  */
 dev_state health_fsm_step(health_fsm *f, const health_fsm_params *p,
 			  health_fsm_input in, int stage_index, double ms,

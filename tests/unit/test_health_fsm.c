@@ -3,7 +3,7 @@
  * health state machine: every transition of UNKNOWN/UP/SUSPECT/DOWN, the
  * hysteresis (one answer clears SUSPECT, up_after probes in a row clear
  * DOWN, a probe does not clear a stage call's suspicion), forced DOWN,
- * since_ms, the latency estimates (EWMA per stage, censored samples of
+ * since_ms, failures counted in causal order, the latency estimates (EWMA per stage, censored samples of
  * late calls) and the deadline clamp.
  */
 #include <setjmp.h>
@@ -189,7 +189,8 @@ static void test_suspect_recovery(void **state)
 	assert_int_equal(step(&f, HEALTH_FSM_PROBE_OK, 6), DEV_SUSPECT);
 	assert_int_equal(f.failures, 1);
 	assert_int_equal(f.since_ms, 5);
-	assert_int_equal(step(&f, HEALTH_FSM_CALL_FAIL, 7), DEV_DOWN);
+	/* (a 10 ms call issued after the failure at 5) */
+	assert_int_equal(step(&f, HEALTH_FSM_CALL_FAIL, 20), DEV_DOWN);
 	/* A probe failure after a call failure keeps the call's suspicion. */
 	reach(&f, DEV_UP);
 	health_fsm_params p = P;
@@ -409,6 +410,35 @@ static void test_stopped_worker(void **state)
 	assert_int_equal(f.since_ms, 2500);
 }
 
+/* Calls of concurrent requests that fail together count once: only a call
+ * issued after the counted failure, or a probe, takes the device DOWN. */
+static void test_concurrent_failures(void **state)
+{
+	(void)state;
+	const health_fsm_input fails[] = {HEALTH_FSM_CALL_FAIL,
+					  HEALTH_FSM_CALL_TIMEOUT};
+	for (size_t i = 0; i < 2; i++) {
+		health_fsm f;
+		reach(&f, DEV_UP);
+		/* three calls in flight since ~500 ms miss at 1000..1002 */
+		for (int k = 0; k < 3; k++) {
+			assert_int_equal(health_fsm_step(&f, &P, fails[i], 0, 500,
+							 1000 + k),
+					 DEV_SUSPECT);
+			assert_int_equal(f.failures, 1);
+		}
+		assert_int_equal(f.since_ms, 1000);
+		/* a call issued at 1100, after the first failure, counts */
+		assert_int_equal(health_fsm_step(&f, &P, fails[i], 0, 500, 1600),
+				 DEV_DOWN);
+		/* a probe failure counts whenever it comes */
+		reach(&f, DEV_UP);
+		assert_int_equal(health_fsm_step(&f, &P, fails[i], 0, 500, 1000),
+				 DEV_SUSPECT);
+		assert_int_equal(step(&f, HEALTH_FSM_PROBE_FAIL, 1001), DEV_DOWN);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -424,6 +454,7 @@ int main(void)
 		cmocka_unit_test(test_late_calls),
 		cmocka_unit_test(test_clamp),
 		cmocka_unit_test(test_stopped_worker),
+		cmocka_unit_test(test_concurrent_failures),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
