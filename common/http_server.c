@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -124,6 +125,28 @@ bool http_request_bearer_is(const http_request *req, const char *token)
 	for (size_t i = 0; i < SHA256_DIGEST_LEN; i++)
 		diff |= (unsigned char)(a[i] ^ b[i]);
 	return diff == 0;
+}
+
+bool http_request_client_gone(const http_request *req)
+{
+	if (!req->conn)
+		return false;
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(
+		req->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+	if (!ci || ci->connect_fd == MHD_INVALID_SOCKET)
+		return false;
+	/* The request body has been read, so readable now means the peer
+	 * closed (recv returns 0), the connection failed (an error), or a
+	 * pipelined next request (data: the client is still there). */
+	struct pollfd pfd = {.fd = ci->connect_fd, .events = POLLIN};
+	if (poll(&pfd, 1, 0) != 1)
+		return false;
+	if (pfd.revents & (POLLERR | POLLNVAL))
+		return true;
+	char c;
+	ssize_t n = recv(ci->connect_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+	return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
+			  errno != EINTR);
 }
 
 /* ---- replies ------------------------------------------------------------ */

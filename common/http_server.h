@@ -103,6 +103,14 @@ bool http_request_content_type_is(const http_request *req, const char *type);
  */
 bool http_request_bearer_is(const http_request *req, const char *token);
 
+/*
+ * The client has closed its end of the connection (or it failed): nobody
+ * will read the reply. Does not block. Only valid while the handler runs.
+ * Lets a handler skip work whose caller gave up (a hedged call the
+ * gateway abandoned, a request past its deadline).
+ */
+bool http_request_client_gone(const http_request *req);
+
 /* The reply a handler fills. Opaque fields; use the functions below. A
  * later http_reply_* replaces an earlier one. */
 typedef struct http_response {

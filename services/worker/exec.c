@@ -55,6 +55,7 @@ typedef struct exec_job {
 	size_t n;
 	const tensor *const *inputs;
 	int n_inputs;
+	const worker_caller *caller; /* NULL: always run */
 	tensor *out;              /* result */
 	df_err err;
 	char msg[512];            /* df_err_msg() of the executor thread */
@@ -87,10 +88,16 @@ static void *exec_main(void *arg)
 			x->tail = NULL;
 		pthread_mutex_unlock(&x->lock);
 		df_err_clear();
-		j->err = shard_run(j->sh, j->stage, j->ids, j->n, j->inputs,
-				   j->n_inputs, &j->out);
-		if (j->err)
-			snprintf(j->msg, sizeof j->msg, "%s", df_err_msg());
+		if (j->caller && j->caller->gone && j->caller->gone(j->caller->ctx)) {
+			j->err = DF_ETIMEDOUT;
+			snprintf(j->msg, sizeof j->msg,
+				 "stage %d: skipped, the caller has gone", j->stage);
+		} else {
+			j->err = shard_run(j->sh, j->stage, j->ids, j->n, j->inputs,
+					   j->n_inputs, &j->out);
+			if (j->err)
+				snprintf(j->msg, sizeof j->msg, "%s", df_err_msg());
+		}
 		pthread_mutex_lock(&x->lock);
 		j->done = true;
 		pthread_cond_signal(&j->cond);
@@ -137,10 +144,10 @@ static void exec_destroy(worker_exec *x)
  * *out is new on success. */
 static df_err exec_run(worker_exec *x, shard *sh, int st, const int32_t *ids,
 		       size_t n, const tensor *const *inputs, int n_inputs,
-		       tensor **out)
+		       const worker_caller *caller, tensor **out)
 {
 	exec_job j = {.sh = sh, .stage = st, .ids = ids, .n = n,
-		      .inputs = inputs, .n_inputs = n_inputs};
+		      .inputs = inputs, .n_inputs = n_inputs, .caller = caller};
 	pthread_cond_init(&j.cond, NULL);
 	pthread_mutex_lock(&x->lock);
 	if (x->stop) {
@@ -195,6 +202,7 @@ df_err worker_create(const worker_settings *s, worker **out)
 	atomic_init(&w->stage_calls, 0);
 	atomic_init(&w->stage_errors, 0);
 	atomic_init(&w->faults, 0);
+	atomic_init(&w->stage_abandoned, 0);
 	df_err err = exec_create(&w->exec);
 	if (err) {
 		worker_destroy(w);
@@ -400,7 +408,8 @@ static df_err warm_up(worker *w, worker_version *v, const partition_map *map,
 		tensor *out = NULL;
 		if (!err)
 			err = exec_run(w->exec, v->sh, s, ids, n,
-				       (const tensor *const *)inputs, io->n_inputs, &out);
+				       (const tensor *const *)inputs, io->n_inputs,
+				       NULL, &out);
 		tensor_destroy(out);
 		for (int k = 0; k < WIRE_MAX_FRAMES; k++) {
 			tensor_destroy(inputs[k]);
@@ -668,7 +677,8 @@ static df_err check_frames(const wire_msg *msg, const worker_stage_io *io)
 	return DF_OK;
 }
 
-df_err worker_stage(worker *w, const void *body, size_t len, wire_buf *out)
+df_err worker_stage(worker *w, const void *body, size_t len,
+		    const worker_caller *caller, wire_buf *out)
 {
 	wire_msg msg = {0};
 	worker_version *v = NULL;
@@ -737,7 +747,9 @@ df_err worker_stage(worker *w, const void *body, size_t len, wire_buf *out)
 	for (size_t k = 0; k < msg.n_frames; k++)
 		inputs[k] = msg.frames[k].t;
 	err = exec_run(w->exec, v->sh, (int)msg.stage, msg.neurons, msg.n_neurons,
-		       inputs, (int)msg.n_frames, &result);
+		       inputs, (int)msg.n_frames, caller, &result);
+	if (err == DF_ETIMEDOUT)
+		atomic_fetch_add(&w->stage_abandoned, 1);
 	if (err)
 		goto out;
 	if (result->ndim < 2 || result->dims[1] != (int64_t)msg.n_neurons) {

@@ -76,6 +76,22 @@ static void sleep_ms(int64_t ms)
 		;
 }
 
+static bool caller_gone(void *ctx)
+{
+	return http_request_client_gone(ctx);
+}
+
+/* Sleeps ms in 10 ms steps; false as soon as the caller has gone. */
+static bool sleep_for_caller(int64_t ms, const worker_caller *caller)
+{
+	for (int64_t left = ms; left > 0; left -= 10) {
+		if (caller->gone(caller->ctx))
+			return false;
+		sleep_ms(left < 10 ? left : 10);
+	}
+	return true;
+}
+
 /* xorshift64*: uniform in [0, 1). Under fault_lock. */
 static double rng_uniform(uint64_t *state)
 {
@@ -152,7 +168,7 @@ json_t *worker_health(worker *w)
 	pthread_mutex_unlock(&w->lock);
 	if (!versions)
 		return NULL;
-	root = json_pack("{s:s, s:s, s:s?, s:o, s:o, s:I, s:I, s:i, s:f, s:I, s:I, s:I}",
+	root = json_pack("{s:s, s:s, s:s?, s:o, s:o, s:I, s:I, s:i, s:f, s:I, s:I, s:I, s:I}",
 			 "id", w->set.id,
 			 "state", n ? "ready" : "idle",
 			 "model", model_name[0] ? model_name : NULL,
@@ -164,7 +180,8 @@ json_t *worker_health(worker *w)
 			 "uptime_s", worker_now() - w->started,
 			 "stage_calls", (json_int_t)atomic_load(&w->stage_calls),
 			 "stage_errors", (json_int_t)atomic_load(&w->stage_errors),
-			 "faults_injected", (json_int_t)atomic_load(&w->faults));
+			 "faults_injected", (json_int_t)atomic_load(&w->faults),
+			 "stage_abandoned", (json_int_t)atomic_load(&w->stage_abandoned));
 	return root;
 }
 
@@ -286,9 +303,14 @@ static df_err h_stage(const http_request *req, http_response *res, void *ctx)
 	int64_t delay = 0;
 	bool fail = false, drop = false;
 	worker_fault_roll(w, &delay, &fail, &drop);
+	worker_caller caller = {caller_gone, (void *)req};
 	if (delay > 0) {
 		log_debug("fault: delaying a stage call by %" PRId64 " ms", delay);
-		sleep_ms(delay);
+		if (!sleep_for_caller(delay, &caller)) {
+			atomic_fetch_add(&w->stage_abandoned, 1);
+			http_response_drop(res);
+			return DF_OK;
+		}
 	}
 	if (fail) {
 		atomic_fetch_add(&w->faults, 1);
@@ -302,9 +324,10 @@ static df_err h_stage(const http_request *req, http_response *res, void *ctx)
 		return df_errf(DF_EINTERNAL, "injected fault");
 	}
 	wire_buf out = {0};
-	err = worker_stage(w, req->body, req->body_len, &out);
+	err = worker_stage(w, req->body, req->body_len, &caller, &out);
 	if (err) {
-		atomic_fetch_add(&w->stage_errors, 1);
+		if (err != DF_ETIMEDOUT) /* skipped for a caller gone: not an error */
+			atomic_fetch_add(&w->stage_errors, 1);
 		wire_buf_free(&out);
 		return err;
 	}

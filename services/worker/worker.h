@@ -138,6 +138,7 @@ typedef struct worker {
 	atomic_uint_fast64_t stage_calls;
 	atomic_uint_fast64_t stage_errors;
 	atomic_uint_fast64_t faults;
+	atomic_uint_fast64_t stage_abandoned; /* skipped: caller gone */
 	double started;               /* monotonic seconds */
 } worker;
 
@@ -186,7 +187,19 @@ df_err worker_drop(worker *w, int64_t version);
  * stage or neuron not held, DF_ECONFLICT model mismatch, DF_ENOTSUP
  * unknown wire version, DF_ETOOBIG beyond wire limits.
  */
-df_err worker_stage(worker *w, const void *body, size_t len, wire_buf *out);
+/* Asks whether the caller of a stage call has gone away (its reply would
+ * be thrown away); fn may be NULL. */
+typedef struct worker_caller {
+	bool (*gone)(void *ctx);
+	void *ctx;
+} worker_caller;
+
+/* Serves one stage call as above. A call whose caller is gone by the time
+ * the executor reaches it is skipped: DF_ETIMEDOUT, counted in
+ * stage_abandoned (a hedged call the gateway no longer waits for must not
+ * delay the calls queued behind it). caller may be NULL. */
+df_err worker_stage(worker *w, const void *body, size_t len,
+		    const worker_caller *caller, wire_buf *out);
 
 
 /* Resident set size of this process in bytes (/proc/self/statm), or -1. */

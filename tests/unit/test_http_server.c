@@ -124,7 +124,37 @@ static df_err h_slow(const http_request *req, http_response *res, void *ctx)
 	return http_reply_bytes(res, 200, "text/plain", "slow", 4, false);
 }
 
+/* Waits up to 3 s for the client to go away; reports what it saw in
+ * gone_seen (1 gone, 0 still there) and answers either way. */
+static atomic_int gone_seen = -1;
+
+static df_err h_wait_gone(const http_request *req, http_response *res, void *ctx)
+{
+	(void)ctx;
+	int gone = 0;
+	for (int i = 0; i < 600 && !gone; i++) {
+		gone = http_request_client_gone(req);
+		struct timespec ts = {0, 5 * 1000 * 1000};
+		if (!gone)
+			nanosleep(&ts, NULL);
+	}
+	atomic_store(&gone_seen, gone);
+	return http_reply_bytes(res, 200, "text/plain", gone ? "gone" : "here", 4,
+				false);
+}
+
+/* Answers whether the client looks gone right now. */
+static df_err h_check_gone(const http_request *req, http_response *res, void *ctx)
+{
+	(void)ctx;
+	bool gone = http_request_client_gone(req);
+	return http_reply_bytes(res, 200, "text/plain", gone ? "gone" : "here", 4,
+				false);
+}
+
 static const http_route routes[] = {
+	{"GET", "/wait-gone", h_wait_gone, 0},
+	{"POST", "/check-gone", h_check_gone, 0},
 	{"GET", "/hello", h_hello, 0},
 	{"GET", "/items/{id}/parts/{sub}", h_item, 0},
 	{"DELETE", "/items/{id}/parts/{sub}", h_item, 0},
@@ -627,6 +657,39 @@ static void test_concurrent_pool(void **state)
 	run_concurrent(4);
 }
 
+/* A handler sees a client that gave up (a hedged call abandoned by the
+ * gateway) as gone, and one that waits (with a body sent) as present. */
+static void test_client_gone(void **state)
+{
+	(void)state;
+	for (int mode = 0; mode < 2; mode++) {
+		http_server *s = start(mode ? 2 : 0);
+		int port = http_server_port(s);
+		const char body[] = "payload";
+		reply r = request(port, "POST", "/check-gone", body, sizeof body - 1, 0,
+				  NULL);
+		assert_int_equal(r.status, 200);
+		assert_string_equal(r.body, "here");
+		free(r.body);
+
+		atomic_store(&gone_seen, -1);
+		CURL *c = curl_easy_init();
+		char url[128];
+		snprintf(url, sizeof url, "http://127.0.0.1:%d/wait-gone", port);
+		curl_easy_setopt(c, CURLOPT_URL, url);
+		curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 100L);
+		curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+		assert_int_equal(curl_easy_perform(c), CURLE_OPERATION_TIMEDOUT);
+		curl_easy_cleanup(c); /* closes the connection */
+		for (int i = 0; i < 400 && atomic_load(&gone_seen) < 0; i++) {
+			struct timespec ts = {0, 10 * 1000 * 1000};
+			nanosleep(&ts, NULL);
+		}
+		assert_int_equal(atomic_load(&gone_seen), 1);
+		http_server_destroy(s);
+	}
+}
+
 /* Destroying the server while clients hammer it neither hangs nor crashes;
  * requests answered before the stop are complete and correct. */
 static void test_shutdown_under_load(void **state)
@@ -675,6 +738,7 @@ int main(void)
 		cmocka_unit_test(test_create_errors),
 		cmocka_unit_test(test_concurrent_per_connection),
 		cmocka_unit_test(test_concurrent_pool),
+		cmocka_unit_test(test_client_gone),
 		cmocka_unit_test(test_shutdown_under_load),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
