@@ -30,7 +30,7 @@ typedef struct call_slot {
 	size_t resp_limit;
 	bool overflow;               /* response crossed resp_limit */
 	runner_call *call;           /* the call served; NULL when idle */
-	int64_t t0_ms;
+	double t0_ms;                /* sent at (http_client_now_msf) */
 	long timeout_ms;             /* the call's deadline */
 	bool clamped;                /* cut short by the request deadline */
 	char errbuf[CURL_ERROR_SIZE];
@@ -54,6 +54,13 @@ int64_t http_client_now_ms(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+double http_client_now_msf(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
 df_err http_client_global_init(void)
@@ -328,7 +335,7 @@ static df_err prepare_call(http_client *c, call_slot *s, runner_call *call,
 {
 	const http_stage_target *t = &c->target;
 	s->call = call;
-	s->t0_ms = now;
+	s->t0_ms = http_client_now_msf();
 	s->resp_len = 0;
 	s->overflow = false;
 	s->errbuf[0] = '\0';
@@ -486,7 +493,7 @@ static void finish_call(http_client *c, call_slot *s, CURLcode rc)
 	 * fail_call()). */
 	if (c->opt.observer && !(st == DF_ETIMEDOUT && s->clamped))
 		c->opt.observer(c->opt.observer_ctx, call->device, call->stage, st,
-				(double)(http_client_now_ms() - s->t0_ms));
+				http_client_now_msf() - s->t0_ms);
 	s->call = NULL;
 }
 

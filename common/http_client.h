@@ -133,6 +133,10 @@ http_stage_stats http_client_stats(const http_client *c);
 /* Monotonic clock in ms (CLOCK_MONOTONIC). */
 int64_t http_client_now_ms(void);
 
+/* The same with sub-millisecond resolution, for latencies: a loopback
+ * call often takes less than 1 ms. */
+double http_client_now_msf(void);
+
 /*
  * One JSON control call: method ("GET", "POST", "DELETE") on url with body
  * (NULL: no body; borrowed) and the cluster token. *status receives the

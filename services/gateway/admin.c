@@ -56,12 +56,15 @@ df_err admin_handle_devices(const http_request *req, http_response *res,
 		return err;
 	json_t *arr = json_array();
 	for (size_t i = 0; arr && i < n; i++) {
-		json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:f, s:I}", "id",
-				      devs[i].id, "url", devs[i].url, "state",
-				      dev_state_name(devs[i].state), "version",
-				      (json_int_t)devs[i].version, "latency_ms",
-				      devs[i].latency_ms, "consecutive_failures",
-				      (json_int_t)devs[i].failures);
+		json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:f, s:f, s:I, s:I}",
+				      "id", devs[i].id, "url", devs[i].url,
+				      "state", dev_state_name(devs[i].state),
+				      "version", (json_int_t)devs[i].version,
+				      "latency_ms", devs[i].latency_ms,
+				      "call_latency_ms", devs[i].call_latency_ms,
+				      "consecutive_failures",
+				      (json_int_t)devs[i].failures, "since_ms",
+				      (json_int_t)devs[i].since_ms);
 		if (!o || json_array_append_new(arr, o)) {
 			json_decref(arr);
 			arr = NULL;

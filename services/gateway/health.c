@@ -490,10 +490,10 @@ static void probe_one(health *h, http_client *hc, const dev_info *d)
 	snprintf(url, sizeof url, "%s/healthz", d->url);
 	long status = 0;
 	json_t *resp = NULL;
-	int64_t t0 = http_client_now_ms();
+	double t0 = http_client_now_msf();
 	df_err err = http_client_json(hc, "GET", url, NULL, h->timeout_ms, &status,
 				      &resp);
-	double ms = (double)(http_client_now_ms() - t0);
+	double ms = http_client_now_msf() - t0;
 	char cause[256];
 	if (!err && status != 200)
 		err = df_errf(DF_EUNAVAIL, "/healthz answered HTTP %ld", status);

@@ -74,6 +74,15 @@ done
 admin_call 200 "GET /admin/devices with the token" GET /admin/devices "${auth[@]}"
 [ "$(json_get "$TEST_TMP/a.json" '",".join(d["id"] + "=" + d["state"] for d in j["devices"])')" = "w1=UP,w2=UP" ] &&
 	pass "devices: w1, w2 UP" || fail "devices: $(cat "$TEST_TMP/a.json")"
+# After a probe round (--health-interval-ms 500) every device has a probe
+# latency estimate (sub-millisecond on loopback, so not rounded to 0).
+for ((i = 0; i < 50; i++)); do
+	curl -s -o "$TEST_TMP/d.json" "${auth[@]}" "$GW_URL/admin/devices"
+	[ "$(json_get "$TEST_TMP/d.json" 'all(d["latency_ms"] > 0 and d["call_latency_ms"] >= 0 and d["consecutive_failures"] == 0 and d["since_ms"] > 1.7e12 for d in j["devices"])')" = True ] && break
+	sleep 0.1
+done
+[ "$i" -lt 50 ] && pass "devices carry latency estimates, failures and since_ms" ||
+	fail "device fields: $(cat "$TEST_TMP/d.json")"
 
 version=$(sql "select version from partitions where state = 'active'")
 admin_call 200 "GET /admin/partition with the token" GET /admin/partition "${auth[@]}"
