@@ -6,7 +6,6 @@
 
 #include "cli.h"
 #include "log.h"
-#include "runtime.h"
 
 int cmd_info_main(int argc, char **argv);
 int cmd_run_main(int argc, char **argv);
@@ -45,7 +44,6 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
-	runtime_omp_passive(argv); /* see runtime.h */
 	if (log_init_from_env()) {
 		fprintf(stderr, "dicefleet: %s\n", df_err_msg());
 		return CLI_USAGE;

@@ -17,10 +17,12 @@
 # alternating which goes first; (e) measures dicefleet's peak RSS and
 # compares outputs, then bench_report.py writes the tables.
 #
-# Configurations above 1 thread: "default" runs both tools as shipped;
-# "nospin" stops idle pool threads from spinning in both (dicefleet:
-# OMP_WAIT_POLICY=PASSIVE for libgomp; ORT: session.intra_op.allow_spinning
-# = 0). With 1 thread there is no pool and only "default" runs.
+# Configurations above 1 thread: "default" runs both tools as shipped
+# (dicefleet sets OMP_WAIT_POLICY=passive itself, common/runtime.c; ORT's
+# pool spins); dicefleet also runs as "spin" (OMP_WAIT_POLICY=ACTIVE) and
+# ORT as "nospin" (session.intra_op.allow_spinning = 0), so the report
+# pairs as shipped, neither spinning and both spinning. With 1 thread
+# there is no pool and only "default" runs.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -71,7 +73,7 @@ tag() { # tool model threads round config: annotate a JSON line from stdin
 }
 run_df() { # model threads round config
 	local envs=()
-	[ "$4" = nospin ] && envs=(OMP_WAIT_POLICY=PASSIVE)
+	[ "$4" = spin ] && envs=(OMP_WAIT_POLICY=ACTIVE)
 	env "${envs[@]}" "$dicefleet" run "$work/$1.onnx" --input "$work/input.npy" \
 		--threads "$2" --repeat "$repeat" --output-dir "$work/out_df_$1" \
 		2>/dev/null | tag dicefleet "$@" >>"$work/raw.jsonl"
@@ -90,15 +92,16 @@ load=$(cut -d' ' -f1-3 /proc/loadavg)
 for r in $(seq 1 "$rounds"); do
 	for m in $models; do
 		for t in $threads; do
-			configs=default
-			[ "$t" -gt 1 ] && configs="default nospin"
-			for c in $configs; do
+			# dicefleet config:ORT config, run back to back
+			pairs=default:default
+			[ "$t" -gt 1 ] && pairs="default:default spin:nospin"
+			for p in $pairs; do
 				if [ $((r % 2)) -eq 1 ]; then
-					run_df "$m" "$t" "$r" "$c"
-					run_ort "$m" "$t" "$r" "$c"
+					run_df "$m" "$t" "$r" "${p%:*}"
+					run_ort "$m" "$t" "$r" "${p#*:}"
 				else
-					run_ort "$m" "$t" "$r" "$c"
-					run_df "$m" "$t" "$r" "$c"
+					run_ort "$m" "$t" "$r" "${p#*:}"
+					run_df "$m" "$t" "$r" "${p%:*}"
 				fi
 			done
 		done
