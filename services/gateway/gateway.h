@@ -217,7 +217,9 @@ typedef struct dev_info {
 				     0 = none) */
 	int64_t failures;         /* failed contacts in a row */
 	int64_t since_ms;         /* wall-clock ms of the last state change
-				     (or of registration) */
+				     (or of registration), for display */
+	int64_t since_mono_ms;    /* the same on the monotonic clock
+				     (http_client_now_ms), for durations */
 } dev_info;
 
 /* Registry of devices, restored from SQLite, plus --worker flags. */

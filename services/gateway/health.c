@@ -82,6 +82,16 @@ static int64_t wall_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* The machines run on the monotonic clock (the stage-call durations fed to
+ * them are monotonic too): a wall-clock step must not stretch or shrink a
+ * state's age. Wall time is only for what is shown and stored. */
+static void flush(health *h);
+
+static int64_t mono_ms(void)
+{
+	return http_client_now_ms();
+}
+
 /* Index of id, or -1; under lock. */
 static int find(const health *h, const char *id)
 {
@@ -104,7 +114,8 @@ static void sync_info(entry *e)
 {
 	e->info.state = e->fsm.state;
 	e->info.failures = e->fsm.failures;
-	e->info.since_ms = e->fsm.since_ms;
+	e->info.since_mono_ms = e->fsm.since_ms;
+	e->info.since_ms = wall_ms() - (mono_ms() - e->fsm.since_ms);
 	e->info.latency_ms = e->fsm.probe_ms;
 	e->info.call_latency_ms = e->fsm.call_ms;
 }
@@ -130,7 +141,7 @@ static df_err insert(health *h, const char *id, const char *url,
 	memset(e, 0, sizeof *e);
 	snprintf(e->info.id, sizeof e->info.id, "%s", id);
 	snprintf(e->info.url, sizeof e->info.url, "%s", url);
-	health_fsm_init(&e->fsm, DEV_UNKNOWN, wall_ms());
+	health_fsm_init(&e->fsm, DEV_UNKNOWN, mono_ms());
 	e->fsm.probe_ms = latency_ms > 0 ? latency_ms : 0;
 	e->last_seen_ms = last_seen_ms;
 	sync_info(e);
@@ -290,7 +301,9 @@ df_err health_unregister(health *h, const char *id, const char *cause)
 		h->n--;
 	}
 	pthread_mutex_unlock(&h->lock);
-	/* Writes queued for the device before its removal go first. */
+	/* Writes queued for the device before its removal go first (none
+	 * can be queued now: mark() finds no entry). */
+	flush(h);
 	pthread_mutex_lock(&h->persist);
 	err = store_device_delete(h->gw->db, id);
 	pthread_mutex_unlock(&h->persist);
@@ -367,7 +380,7 @@ static void mark(health *h, const char *id, health_fsm_input in,
 		 int stage_index, double ms, int64_t version, const char *cause,
 		 bool persist)
 {
-	const int64_t now = wall_ms();
+	const int64_t now = mono_ms(), wall = wall_ms();
 	pthread_mutex_lock(&h->lock);
 	int i = find(h, id);
 	if (i < 0) {
@@ -379,7 +392,7 @@ static void mark(health *h, const char *id, health_fsm_input in,
 	dev_state to = health_fsm_step(&e->fsm, &h->params, in, stage_index, ms,
 				       now);
 	if (in == HEALTH_FSM_PROBE_OK || in == HEALTH_FSM_CALL_OK) {
-		e->last_seen_ms = now;
+		e->last_seen_ms = wall;
 		if (version > 0)
 			e->info.version = version;
 	}
@@ -565,20 +578,20 @@ static void self_heal(health *h)
 	size_t n = 0;
 	if (health_list(h, &devs, &n))
 		return;
-	const int64_t now = wall_ms();
+	const int64_t now = mono_ms();
 	char cause[160] = "";
 	for (size_t i = 0; i < n && !cause[0]; i++) {
 		const dev_info *d = &devs[i];
 		bool in_map = sched_active_has(gw->sched, d->id);
-		bool settled = now - d->since_ms >= h->repartition_after_ms;
+		bool settled = now - d->since_mono_ms >= h->repartition_after_ms;
 		if (d->state == DEV_DOWN && in_map && settled)
 			snprintf(cause, sizeof cause,
 				 "self-heal: %.64s down for %lld ms", d->id,
-				 (long long)(now - d->since_ms));
+				 (long long)(now - d->since_mono_ms));
 		else if (d->state == DEV_UP && !in_map && settled)
 			snprintf(cause, sizeof cause,
 				 "self-heal: %.64s back and up for %lld ms", d->id,
-				 (long long)(now - d->since_ms));
+				 (long long)(now - d->since_mono_ms));
 	}
 	free(devs);
 	if (!cause[0] || atomic_load(&gw->stopping))

@@ -90,14 +90,18 @@ dev_state health_fsm_step(health_fsm *f, const health_fsm_params *p,
 	case HEALTH_FSM_PROBE_FAIL:
 	case HEALTH_FSM_CALL_FAIL:
 	case HEALTH_FSM_CALL_TIMEOUT:
-		if (in == HEALTH_FSM_CALL_TIMEOUT)
-			note_call(f, p, stage_index, ms, true);
 		if (in != HEALTH_FSM_PROBE_FAIL)
 			f->call_suspect = true;
 		f->probe_oks = 0;
+		/* A call in flight at the last counted failure adds no
+		 * evidence: neither a failure nor a latency sample (a stall
+		 * seen by many concurrent calls would otherwise push the
+		 * deadline toward the cap). */
 		if (in != HEALTH_FSM_PROBE_FAIL && f->failures > 0 &&
-		    now_ms - (int64_t)(ms > 0 ? ms : 0) < f->last_fail_ms)
-			break; /* in flight at the last counted failure */
+		    (double)now_ms - (ms > 0 ? ms : 0) < (double)f->last_fail_ms)
+			break;
+		if (in == HEALTH_FSM_CALL_TIMEOUT)
+			note_call(f, p, stage_index, ms, true);
 		f->failures++;
 		f->last_fail_ms = now_ms;
 		if (from != DEV_DOWN)

@@ -328,20 +328,21 @@ static void test_late_calls(void **state)
 	/* With one, the time waited is a sample of at least that much. */
 	health_fsm_step(&f, &p, HEALTH_FSM_CALL_OK, 1, 10, 11);
 	assert_int_equal(health_fsm_deadline(&f, &p, 1), 100); /* floor */
-	health_fsm_step(&f, &p, HEALTH_FSM_CALL_TIMEOUT, 1, 100, 12);
+	/* (each late call below was sent after the previous one failed) */
+	health_fsm_step(&f, &p, HEALTH_FSM_CALL_TIMEOUT, 1, 100, 1000);
 	assert_true(health_fsm_stage_estimate(&f, 1) == 55);
 	assert_int_equal(health_fsm_deadline(&f, &p, 1), 220);
-	health_fsm_step(&f, &p, HEALTH_FSM_CALL_TIMEOUT, 1, 220, 13);
+	health_fsm_step(&f, &p, HEALTH_FSM_CALL_TIMEOUT, 1, 220, 1300);
 	assert_true(health_fsm_stage_estimate(&f, 1) == 137.5);
 	assert_int_equal(health_fsm_deadline(&f, &p, 1), 550);
 	/* The device-wide estimate is of answers only. */
 	assert_true(f.call_ms == 10);
 	/* A late call never lowers an estimate. */
-	health_fsm_step(&f, &p, HEALTH_FSM_CALL_TIMEOUT, 1, 50, 14);
+	health_fsm_step(&f, &p, HEALTH_FSM_CALL_TIMEOUT, 1, 50, 1400);
 	assert_true(health_fsm_stage_estimate(&f, 1) == 137.5);
 	/* Answers bring it back down. */
 	for (int i = 0; i < 20; i++)
-		health_fsm_step(&f, &p, HEALTH_FSM_CALL_OK, 1, 10, 20 + i);
+		health_fsm_step(&f, &p, HEALTH_FSM_CALL_OK, 1, 10, 1500 + i);
 	assert_int_equal(health_fsm_deadline(&f, &p, 1), 100);
 }
 
@@ -439,6 +440,30 @@ static void test_concurrent_failures(void **state)
 	}
 }
 
+/* Late calls that were in flight together in one stall are one sample:
+ * the deadline does not climb toward the cap with every one of them. */
+static void test_concurrent_late_calls_one_sample(void **state)
+{
+	(void)state;
+	health_fsm f;
+	reach(&f, DEV_UP);
+	for (int i = 0; i < 5; i++)
+		health_fsm_step(&f, &P, HEALTH_FSM_CALL_OK, 0, 10, 100 + i);
+	assert_int_equal(health_fsm_deadline(&f, &P, 0), P.floor_ms);
+	/* 16 calls sent at ~1000 all miss their 100 ms deadline */
+	assert_int_equal(health_fsm_step(&f, &P, HEALTH_FSM_CALL_TIMEOUT, 0, 100,
+					 1100),
+			 DEV_SUSPECT);
+	long after_first = health_fsm_deadline(&f, &P, 0);
+	assert_true(after_first > P.floor_ms); /* the counted one is a sample */
+	for (int k = 1; k < 16; k++)
+		assert_int_equal(health_fsm_step(&f, &P, HEALTH_FSM_CALL_TIMEOUT,
+						 0, 100 + k, 1100 + k),
+				 DEV_SUSPECT);
+	assert_int_equal(health_fsm_deadline(&f, &P, 0), after_first);
+	assert_int_equal(f.failures, 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -455,6 +480,7 @@ int main(void)
 		cmocka_unit_test(test_clamp),
 		cmocka_unit_test(test_stopped_worker),
 		cmocka_unit_test(test_concurrent_failures),
+		cmocka_unit_test(test_concurrent_late_calls_one_sample),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
