@@ -55,26 +55,14 @@ if ! [ "$kill_at" -lt "$restart_at" ] || ! [ "$restart_at" -lt "$duration" ] ||
 	echo "fleet_failure.sh: need kill-at < restart-at < duration and 1 <= victim <= workers" >&2
 	exit 2
 fi
-build=${BUILD_DIR:-$root/build}
-models=${DF_MODELS_DIR:-$root/models}
-gateway=$build/services/gateway/dicefleet-gateway
-worker=$build/services/worker/dicefleet-worker
-client=$build/tests/integration/fleet_client
-for b in "$gateway" "$worker" "$client"; do
-	[ -x "$b" ] || { echo "fleet_failure.sh: $b not found (build first, or set BUILD_DIR)" >&2; exit 1; }
-done
-[ -f "$models/$model/model.json" ] || { echo "fleet_failure.sh: no model $models/$model" >&2; exit 1; }
+. "$here/bench_lib.sh"
+models=$bench_models
+client=$bench_client
+[ -f "$models/$model/model.json" ] || bench_die "no model $models/$model"
 /usr/bin/python3 -c 'import matplotlib' 2>/dev/null ||
-	{ echo "fleet_failure.sh: needs /usr/bin/python3 with matplotlib (apt-get install python3-matplotlib)" >&2; exit 1; }
-run=$here/work/fleet-failure
-rm -rf "$run"
-mkdir -p "$run" "$here/results"
-pids=()
-cleanup() {
-	[ ${#pids[@]} -gt 0 ] && kill -TERM "${pids[@]}" 2>/dev/null
-	wait 2>/dev/null || true
-}
-trap cleanup EXIT
+	bench_die "needs /usr/bin/python3 with matplotlib (apt-get install python3-matplotlib)"
+bench_setup fleet-failure "$bench_gateway" "$bench_worker" "$bench_client"
+run=$bench_run
 export DICEFLEET_ADMIN_TOKEN=fleet-failure-bench-token
 auth=(-H "Authorization: Bearer $DICEFLEET_ADMIN_TOKEN")
 now_ms() { date +%s%3N; }
@@ -82,31 +70,17 @@ now_ms() { date +%s%3N; }
 # start_worker I: worker wI on an ephemeral port; sets wpid[I], wurl[I].
 declare -A wpid wurl
 start_worker() {
-	rm -f "$run/w$1.port"
-	"$worker" --id "w$1" --bind 127.0.0.1 --port 0 --port-file "$run/w$1.port" \
-		--models "$models" --threads 1 --log-level warn >>"$run/w$1.log" 2>&1 &
-	wpid[$1]=$!
-	pids+=($!)
-	local t
-	for ((t = 0; t < 400; t++)); do [ -s "$run/w$1.port" ] && break; sleep 0.05; done
-	[ -s "$run/w$1.port" ] || { echo "fleet_failure.sh: worker w$1 did not start: $(tail -3 "$run/w$1.log")" >&2; exit 1; }
-	wurl[$1]="http://127.0.0.1:$(cat "$run/w$1.port")"
+	bench_start_worker "w$1" "w$1"
+	wpid[$1]=$BENCH_PID
+	wurl[$1]=$BENCH_URL
 }
 flags=()
 for ((i = 1; i <= workers; i++)); do
 	start_worker $i
 	flags+=(--worker "w$i=${wurl[$i]}")
 done
-"$gateway" --bind 127.0.0.1 --port 0 --port-file "$run/gw.port" --db "$run/gw.db" \
-	--models "$models" --model "$model" --threads 1 --log-level info \
-	"${gw_extra[@]}" "${flags[@]}" >"$run/gw.log" 2>&1 &
-pids+=($!)
-for ((t = 0; t < 600; t++)); do
-	[ -s "$run/gw.port" ] && curl -sf -o /dev/null "http://127.0.0.1:$(cat "$run/gw.port")/v2/health/ready" && break
-	sleep 0.1
-done
-url="http://127.0.0.1:$(cat "$run/gw.port")"
-curl -sf -o /dev/null "$url/v2/health/ready" || { echo "fleet_failure.sh: gateway not ready: $(tail -3 "$run/gw.log")" >&2; exit 1; }
+bench_start_gateway gw --model "$model" --log-level info "${gw_extra[@]}" "${flags[@]}"
+url=$BENCH_URL
 curl -s "${auth[@]}" "$url/admin/partition" >"$run/partition.before.json"
 
 image=$root/models/samples/0000-ankle-boot.png
@@ -117,7 +91,7 @@ echo "fleet_failure: $clients clients for $duration s against $url; kill w$victi
 "$client" load --url "$url" --model "$model" --image "$image" --clients "$clients" \
 	--duration-s "$duration" --out "$run/load.jsonl" >"$run/load.json" 2>"$run/load.err" &
 load_pid=$!
-pids+=($load_pid)
+bench_pids+=($load_pid)
 t_launch=$(now_ms)
 sleep_until() { # sleep_until S: until S seconds after the load's launch
 	local left=$(($1 * 1000 - ($(now_ms) - t_launch)))

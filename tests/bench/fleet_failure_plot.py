@@ -117,10 +117,11 @@ def main(run, out):
         sel = [r for r in rows if a <= r["t_end"] < b]
         lat = [r["latency_ms"] for r in sel]
         cov = [r["coverage"] for r in sel if r["ok"]]
-        span = max(b - a, 1e-9) if b <= end else max(end - a, 1e-9)
+        span = (b if b <= end else end) - a
         phases.append({
             "phase": name, "from_s": a, "to_s": min(b, end), "requests": len(sel),
-            "rps": len(sel) / span, "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99),
+            # a phase the run did not reach (or an instant) has no rate
+            "rps": len(sel) / span if span >= 0.5 else None, "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99),
             "max_ms": max(lat) if lat else None,
             "failed": sum(1 for r in sel if not r["ok"]),
             "degraded": sum(1 for r in sel if r["ok"] and r["coverage"] < 1),

@@ -36,45 +36,21 @@ while [ $# -gt 0 ]; do
 	esac
 	shift
 done
-build=${BUILD_DIR:-$root/build}
-models=${DF_MODELS_DIR:-$root/models}
-gateway=$build/services/gateway/dicefleet-gateway
-worker=$build/services/worker/dicefleet-worker
-for b in "$gateway" "$worker"; do
-	[ -x "$b" ] || { echo "fleet_load.sh: $b not found (build first, or set BUILD_DIR)" >&2; exit 1; }
-done
-command -v wrk >/dev/null || { echo "fleet_load.sh: needs wrk (apt-get install wrk)" >&2; exit 1; }
-[ -f "$models/$model/model.json" ] || { echo "fleet_load.sh: no model $models/$model" >&2; exit 1; }
-run=$here/work/fleet-load
-rm -rf "$run"
-mkdir -p "$run" "$here/results"
-pids=()
-cleanup() {
-	[ ${#pids[@]} -gt 0 ] && kill -TERM "${pids[@]}" 2>/dev/null
-	wait 2>/dev/null || true
-}
-trap cleanup EXIT
+. "$here/bench_lib.sh"
+models=$bench_models
+command -v wrk >/dev/null || bench_die "needs wrk (apt-get install wrk)"
+[ -f "$models/$model/model.json" ] || bench_die "no model $models/$model"
+bench_setup fleet-load "$bench_gateway" "$bench_worker"
+run=$bench_run
 
 flags=()
 for ((i = 1; i <= workers; i++)); do
-	"$worker" --id "w$i" --bind 127.0.0.1 --port 0 --port-file "$run/w$i.port" \
-		--models "$models" --threads 1 --log-level warn >"$run/w$i.log" 2>&1 &
-	pids+=($!)
+	bench_start_worker "w$i" "w$i"
+	flags+=(--worker "w$i=$BENCH_URL")
 done
-for ((i = 1; i <= workers; i++)); do
-	for ((t = 0; t < 200; t++)); do [ -s "$run/w$i.port" ] && break; sleep 0.05; done
-	flags+=(--worker "w$i=http://127.0.0.1:$(cat "$run/w$i.port")")
-done
-"$gateway" --bind 127.0.0.1 --port 0 --port-file "$run/gw.port" --db "$run/gw.db" \
-	--models "$models" --model "$model" --threads 1 --http-threads "$http_threads" \
-	--log-level warn "${flags[@]}" >"$run/gw.log" 2>&1 &
-pids+=($!)
-for ((t = 0; t < 600; t++)); do
-	[ -s "$run/gw.port" ] && curl -sf -o /dev/null "http://127.0.0.1:$(cat "$run/gw.port")/v2/health/ready" && break
-	sleep 0.1
-done
-url="http://127.0.0.1:$(cat "$run/gw.port")"
-curl -sf -o /dev/null "$url/v2/health/ready" || { echo "fleet_load.sh: gateway not ready: $(tail -3 "$run/gw.log")" >&2; exit 1; }
+bench_start_gateway gw --model "$model" --http-threads "$http_threads" \
+	--log-level warn "${flags[@]}"
+url=$BENCH_URL
 
 image=$root/models/samples/0000-ankle-boot.png
 # Warm-up (engine caches, connections), not counted.
