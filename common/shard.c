@@ -185,7 +185,11 @@ static df_err subset_engine(shard *s, shard_stage *ss, const int32_t *ids,
 			goto out;
 		run_g = fresh.g;
 	}
-	err = engine_create(run_g, s->kind, s->threads, &fresh.e);
+	/* A subset's subgraph belongs to this entry alone: the engine may
+	 * free its weights once it has its own copy (the held subgraph
+	 * serves every other subset, so it is only borrowed). */
+	err = fresh.g ? engine_create_release(fresh.g, s->kind, s->threads, &fresh.e)
+		      : engine_create(run_g, s->kind, s->threads, &fresh.e);
 	if (err)
 		goto out;
 	entry_clear(victim);
