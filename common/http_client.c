@@ -7,6 +7,17 @@
  * its easy handle and buffers between rounds, so the steady state
  * allocates nothing but the tensors. Invariant: between execute() calls no
  * easy handle is attached to the multi handle.
+ *
+ * Every call of a round carries the same stage input as frame 0, and a
+ * frame's bytes do not depend on the message around it (wire.h: each
+ * checksum covers its own envelope or frame). So the client encodes that
+ * frame once per round (copy, f16 conversion, checksum) into `shared`, and
+ * each call's body is a list of parts: its own envelope, the borrowed
+ * shared frame, its own side-input frames. Large bodies go to libcurl
+ * through a read callback over the parts (libcurl copies them into its
+ * upload buffer, as it would POSTFIELDS); small ones are joined into the
+ * slot's buffer and sent as POSTFIELDS, which libcurl sends in one write
+ * with the headers.
  */
 #include "http_client.h"
 
@@ -22,9 +33,28 @@
  * chunks mean few syscalls and callbacks (libcurl's defaults are 16/64 KB). */
 #define HTTP_CLIENT_IO_BUFFER (512L * 1024)
 
+/* Bodies below this size are joined and sent as POSTFIELDS: libcurl then
+ * sends them in the same write as the headers (it does so below 64 KB),
+ * saving a syscall, a packet and a wake-up of the worker per call. */
+#define HTTP_CLIENT_INLINE_BODY ((size_t)64 * 1024)
+
+/* One contiguous piece of a request body (borrowed). */
+typedef struct body_part {
+	const unsigned char *data;
+	size_t len;
+} body_part;
+
+#define HTTP_CLIENT_MAX_PARTS 3 /* envelope, shared frame 0, frames 1.. */
+
 typedef struct call_slot {
 	CURL *easy;
-	wire_buf req;                /* encoded request */
+	wire_buf req;                /* envelope (or the whole request) */
+	wire_buf tail;               /* frames 1.. when frame 0 is shared */
+	body_part parts[HTTP_CLIENT_MAX_PARTS]; /* the body, in order */
+	int n_parts;
+	size_t body_len;             /* sum of the parts' lengths */
+	int read_part;               /* read callback position: part, */
+	size_t read_off;             /* and offset in it */
 	unsigned char *resp;         /* response body */
 	size_t resp_len, resp_cap;
 	size_t resp_limit;
@@ -47,6 +77,13 @@ struct http_client {
 	char *token;                 /* owned copy of opt.cluster_token */
 	http_stage_target target;
 	http_stage_stats stats;
+	/* Frame 0 encoded once per round (see the top of the file): the
+	 * tensor and dtype it encodes (NULL: none this round) and how many
+	 * calls of the round borrow it (it is not re-encoded while > 0). */
+	wire_buf shared;
+	const tensor *shared_t;
+	wire_dtype shared_dtype;
+	size_t shared_users;
 };
 
 int64_t http_client_now_ms(void)
@@ -151,9 +188,11 @@ void http_client_destroy(http_client *c)
 		if (s->easy)
 			curl_easy_cleanup(s->easy);
 		wire_buf_free(&s->req);
+		wire_buf_free(&s->tail);
 		free(s->resp);
 	}
 	free(c->slots);
+	wire_buf_free(&c->shared);
 	if (c->ctl)
 		curl_easy_cleanup(c->ctl);
 	if (c->multi)
@@ -268,10 +307,44 @@ static size_t response_limit(const http_client *c, const runner_call *call)
 	return payload + header + 8 * n + 1024;
 }
 
+/* Frame i of call's request. */
+static wire_frame call_frame(const http_client *c, const runner_call *call,
+			     int i, int64_t total)
+{
+	if (i == 0)
+		return (wire_frame){.t = (tensor *)call->inputs[0],
+				    .dtype = c->opt.dtype,
+				    .channel_axis = WIRE_WHOLE};
+	return (wire_frame){.t = (tensor *)call->inputs[i],
+			    .dtype = c->opt.dtype,
+			    .channel_axis = 1,
+			    .channels_total = (uint32_t)total,
+			    .ids = (int32_t *)call->ids,
+			    .n_ids = call->n};
+}
+
+static void add_part(call_slot *s, const unsigned char *data, size_t len)
+{
+	if (!len)
+		return;
+	s->parts[s->n_parts++] = (body_part){data, len};
+	s->body_len += len;
+}
+
+/* Encodes call's request into slot s as body parts: the envelope and the
+ * side-input frames in the slot's buffers, frame 0 borrowed from the
+ * round's shared encoding (encoded here by the round's first call). When
+ * the shared frame holds another tensor that earlier calls of the round
+ * still borrow (calls of a round with different stage inputs, which the
+ * runner does not make), the whole request goes into the slot's buffer. */
 static df_err encode_call(http_client *c, call_slot *s, const runner_call *call)
 {
 	const http_stage_target *t = &c->target;
 	const partition_map *m = t->map;
+	s->n_parts = 0;
+	s->body_len = 0;
+	s->req.len = 0;
+	s->tail.len = 0;
 	if (call->stage < 0 || call->stage >= m->n_stages)
 		return df_errf(DF_EINTERNAL, "call for stage %d of %d", call->stage,
 			       m->n_stages);
@@ -282,17 +355,6 @@ static df_err encode_call(http_client *c, call_slot *s, const runner_call *call)
 	if (total <= 0 || total > INT32_MAX)
 		return df_errf(DF_EINTERNAL, "stage %d has %lld neurons", call->stage,
 			       (long long)total);
-	wire_frame frames[WIRE_MAX_FRAMES];
-	frames[0] = (wire_frame){.t = (tensor *)call->inputs[0],
-				 .dtype = c->opt.dtype,
-				 .channel_axis = WIRE_WHOLE};
-	for (int i = 1; i < call->n_inputs; i++)
-		frames[i] = (wire_frame){.t = (tensor *)call->inputs[i],
-					 .dtype = c->opt.dtype,
-					 .channel_axis = 1,
-					 .channels_total = (uint32_t)total,
-					 .ids = (int32_t *)call->ids,
-					 .n_ids = call->n};
 	wire_msg msg = {.kind = WIRE_MSG_REQUEST,
 			.request_id = t->request_id,
 			.partition_version = (uint64_t)m->version,
@@ -300,10 +362,102 @@ static df_err encode_call(http_client *c, call_slot *s, const runner_call *call)
 			.model = (char *)t->model,
 			.neurons = (int32_t *)call->ids,
 			.n_neurons = call->n,
-			.frames = frames,
 			.n_frames = (size_t)call->n_inputs};
-	s->req.len = 0;
-	return wire_msg_encode(&s->req, &msg);
+	bool reuse = c->shared_t == call->inputs[0] &&
+		     c->shared_dtype == c->opt.dtype;
+	if (!reuse && c->shared_users > 0) {
+		wire_frame frames[WIRE_MAX_FRAMES];
+		for (int i = 0; i < call->n_inputs; i++)
+			frames[i] = call_frame(c, call, i, total);
+		msg.frames = frames;
+		df_err err = wire_msg_encode(&s->req, &msg);
+		if (!err)
+			add_part(s, s->req.data, s->req.len);
+		return err;
+	}
+	df_err err = wire_msg_encode_envelope(&s->req, &msg);
+	if (err)
+		return err;
+	if (!reuse) {
+		wire_frame f0 = call_frame(c, call, 0, total);
+		c->shared.len = 0;
+		c->shared_t = NULL;
+		err = wire_frame_encode(&c->shared, &f0);
+		if (err) {
+			char why[400];
+			snprintf(why, sizeof why, "%s", df_err_msg());
+			return df_errf(err, "wire message: frame 0: %s", why);
+		}
+		c->shared_t = call->inputs[0];
+		c->shared_dtype = c->opt.dtype;
+	}
+	for (int i = 1; i < call->n_inputs; i++) {
+		wire_frame f = call_frame(c, call, i, total);
+		err = wire_frame_encode(&s->tail, &f);
+		if (err) {
+			char why[400];
+			snprintf(why, sizeof why, "%s", df_err_msg());
+			return df_errf(err, "wire message: frame %d: %s", i, why);
+		}
+	}
+	c->shared_users++;
+	size_t len = s->req.len + c->shared.len + s->tail.len;
+	if (len < HTTP_CLIENT_INLINE_BODY) {
+		/* Small: one contiguous body (a cheap copy of frame 0). */
+		err = wire_buf_reserve(&s->req, c->shared.len + s->tail.len);
+		if (err)
+			return err;
+		memcpy(s->req.data + s->req.len, c->shared.data, c->shared.len);
+		s->req.len += c->shared.len;
+		if (s->tail.len)
+			memcpy(s->req.data + s->req.len, s->tail.data, s->tail.len);
+		s->req.len += s->tail.len;
+		add_part(s, s->req.data, s->req.len);
+		return DF_OK;
+	}
+	add_part(s, s->req.data, s->req.len);
+	add_part(s, c->shared.data, c->shared.len);
+	add_part(s, s->tail.data, s->tail.len);
+	return DF_OK;
+}
+
+/* libcurl's read callback of a stage call: the next bytes of the body. */
+static size_t slot_read(char *buf, size_t size, size_t nitems, void *ud)
+{
+	call_slot *s = ud;
+	size_t room = size * nitems, n = 0;
+	while (room > 0 && s->read_part < s->n_parts) {
+		const body_part *p = &s->parts[s->read_part];
+		size_t k = p->len - s->read_off;
+		if (k > room)
+			k = room;
+		memcpy(buf + n, p->data + s->read_off, k);
+		n += k;
+		room -= k;
+		s->read_off += k;
+		if (s->read_off == p->len) {
+			s->read_part++;
+			s->read_off = 0;
+		}
+	}
+	return n;
+}
+
+/* libcurl's seek callback: rewinds the body when a request has to be sent
+ * again (e.g. on a kept-alive connection the worker had closed). */
+static int slot_seek(void *ud, curl_off_t offset, int origin)
+{
+	call_slot *s = ud;
+	if (origin != SEEK_SET || offset < 0 || (uint64_t)offset > s->body_len)
+		return CURL_SEEKFUNC_CANTSEEK;
+	size_t off = (size_t)offset;
+	s->read_part = 0;
+	while (s->read_part < s->n_parts && off >= s->parts[s->read_part].len) {
+		off -= s->parts[s->read_part].len;
+		s->read_part++;
+	}
+	s->read_off = off;
+	return CURL_SEEKFUNC_OK;
 }
 
 /* The call's own deadline (call_timeout hook, else the fixed one), cut to
@@ -364,9 +518,8 @@ static df_err prepare_call(http_client *c, call_slot *s, runner_call *call,
 	    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") ||
 	    curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->stage_headers) ||
 	    curl_easy_setopt(e, CURLOPT_POST, 1L) ||
-	    curl_easy_setopt(e, CURLOPT_POSTFIELDS, (char *)s->req.data) ||
 	    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
-			     (curl_off_t)s->req.len) ||
+			     (curl_off_t)s->body_len) ||
 	    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, slot_write) ||
 	    curl_easy_setopt(e, CURLOPT_WRITEDATA, s) ||
 	    curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE,
@@ -378,6 +531,22 @@ static df_err prepare_call(http_client *c, call_slot *s, runner_call *call,
 	    curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, HTTP_CLIENT_IO_BUFFER) ||
 	    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, s->errbuf) ||
 	    curl_easy_setopt(e, CURLOPT_PRIVATE, (void *)s))
+		return df_errf(DF_EINTERNAL, "curl_easy_setopt failed");
+	CURLcode rc;
+	if (s->n_parts == 1) {
+		rc = curl_easy_setopt(e, CURLOPT_POSTFIELDS, (char *)s->parts[0].data);
+	} else {
+		s->read_part = 0;
+		s->read_off = 0;
+		rc = curl_easy_setopt(e, CURLOPT_READFUNCTION, slot_read);
+		if (!rc)
+			rc = curl_easy_setopt(e, CURLOPT_READDATA, (void *)s);
+		if (!rc)
+			rc = curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, slot_seek);
+		if (!rc)
+			rc = curl_easy_setopt(e, CURLOPT_SEEKDATA, (void *)s);
+	}
+	if (rc)
 		return df_errf(DF_EINTERNAL, "curl_easy_setopt failed");
 	return DF_OK;
 }
@@ -464,7 +633,14 @@ static void finish_call(http_client *c, call_slot *s, CURLcode rc)
 	long req_hdr = 0, resp_hdr = 0;
 	curl_easy_getinfo(s->easy, CURLINFO_REQUEST_SIZE, &req_hdr);
 	curl_easy_getinfo(s->easy, CURLINFO_HEADER_SIZE, &resp_hdr);
-	c->stats.bytes_sent += (uint64_t)(req_hdr > 0 ? req_hdr : 0) + s->req.len;
+	/* libcurl counts a POSTFIELDS body it sent with the headers (below
+	 * 64 KB) in the request size: then that already holds the body. (A
+	 * libcurl that does not, with a body smaller than the headers, would
+	 * be undercounted by that body: a few hundred bytes at most.) */
+	uint64_t sent = (uint64_t)(req_hdr > 0 ? req_hdr : 0);
+	if (!(s->n_parts == 1 && sent > s->body_len))
+		sent += s->body_len;
+	c->stats.bytes_sent += sent;
 	c->stats.bytes_received += (uint64_t)(resp_hdr > 0 ? resp_hdr : 0) +
 				   s->resp_len;
 	if (rc == CURLE_OPERATION_TIMEDOUT)
@@ -549,6 +725,8 @@ static void http_execute_until(void *ctx, runner_call *calls, size_t n,
 	}
 	int64_t now = http_client_now_ms();
 	size_t added = 0;
+	c->shared_t = NULL; /* the round's tensors are new: encode afresh */
+	c->shared_users = 0;
 	for (size_t i = 0; i < n; i++) {
 		call_slot *s = &c->slots[i];
 		df_err err = prepare_call(c, s, &calls[i], now);

@@ -18,6 +18,9 @@
  * the call's ids; frame 0 = the whole stage input (channel_axis whole);
  * frames 1.. = the side inputs sliced to the call's ids (channel_axis 1,
  * channel ids = the call's ids, channels_total = the stage's neurons).
+ * Frame 0 is the same for every call of a round: it is encoded (copied,
+ * converted, checksummed) once per round and its bytes are sent in every
+ * call, each body byte for byte what wire_msg_encode() gives.
  * Both directions use Content-Type HTTP_CLIENT_FRAME_TYPE.
  * Expected answer: HTTP 200, one RESPONSE
  * message with the same request_id, partition_version, stage and model,

@@ -11,6 +11,7 @@
  */
 #include "wire.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -488,7 +489,8 @@ void wire_frame_free(wire_frame *f)
 
 /* ---- messages ----------------------------------------------------------- */
 
-df_err wire_msg_encode(wire_buf *b, const wire_msg *m)
+/* The envelope of m; with frames set, m->frames must be there too. */
+static df_err encode_envelope(wire_buf *b, const wire_msg *m, bool frames)
 {
 	if (!b || !m)
 		return df_errf(DF_EINVAL, "wire message: nothing to encode");
@@ -502,7 +504,7 @@ df_err wire_msg_encode(wire_buf *b, const wire_msg *m)
 	if (m->n_frames > WIRE_MAX_FRAMES)
 		return df_errf(DF_ETOOBIG, "wire message: %zu frames (at most %d)",
 			       m->n_frames, WIRE_MAX_FRAMES);
-	if (m->n_frames && !m->frames)
+	if (frames && m->n_frames && !m->frames)
 		return df_errf(DF_EINVAL, "wire message: frames missing");
 	if (m->n_neurons && !m->neurons)
 		return df_errf(DF_EINVAL, "wire message: neuron ids missing");
@@ -534,6 +536,20 @@ df_err wire_msg_encode(wire_buf *b, const wire_msg *m)
 	for (size_t i = 0; i < m->n_neurons; i++)
 		put_u32(b, (uint32_t)m->neurons[i]);
 	put_u32(b, crc32c(b->data + start, b->len - start));
+	return DF_OK;
+}
+
+df_err wire_msg_encode_envelope(wire_buf *b, const wire_msg *m)
+{
+	return encode_envelope(b, m, false);
+}
+
+df_err wire_msg_encode(wire_buf *b, const wire_msg *m)
+{
+	size_t start = b ? b->len : 0;
+	df_err err = encode_envelope(b, m, true);
+	if (err)
+		return err;
 	for (size_t i = 0; i < m->n_frames; i++) {
 		err = wire_frame_encode(b, &m->frames[i]);
 		if (err) {

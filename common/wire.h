@@ -174,6 +174,18 @@ typedef struct wire_msg {
 /* Appends m (envelope and frames) to b. */
 df_err wire_msg_encode(wire_buf *b, const wire_msg *m);
 
+/*
+ * Appends only m's envelope (header, model name, neurons, checksum),
+ * announcing m->n_frames frames; m->frames is not read. The message is
+ * complete once the n_frames frames follow it, each as wire_frame_encode()
+ * writes it. Each checksum covers only its own envelope or frame, so a
+ * frame's bytes do not depend on the message around them: a frame encoded
+ * once (e.g. the stage input every call of a round carries) can be sent
+ * after any number of envelopes, and the concatenation is byte for byte
+ * what wire_msg_encode() gives for the same message.
+ */
+df_err wire_msg_encode_envelope(wire_buf *b, const wire_msg *m);
+
 /* Parses buf[0..len) as exactly one message. On success *out owns
  * everything; on failure it is untouched. */
 df_err wire_msg_parse(const void *buf, size_t len, wire_msg *out);

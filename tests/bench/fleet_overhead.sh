@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
-# fleet_overhead.sh - what distribution costs: a fleet of ONE worker
-# (gateway + dicefleet-worker on loopback, every stage a binary HTTP round
-# trip) against `dicefleet run --repeat` in one process, on each shipped
-# model and on torchvision resnet18 (random weights). Writes
-# tests/bench/results/fleet_overhead.md.
+# fleet_overhead.sh - what distribution costs: a fleet of ONE worker (or
+# N: --workers) (gateway + dicefleet-worker(s) on loopback, every stage a
+# binary HTTP round trip per worker) against `dicefleet run --repeat` in one
+# process, on each shipped model and on torchvision resnet18 (random
+# weights). Writes tests/bench/results/fleet_overhead.md (1 worker) or
+# tests/bench/results/fleet_overhead.Nw.md (N workers).
 #
 # usage: tests/bench/fleet_overhead.sh [--rounds K] [--repeat R]
 #                                      [--threads T] [--models "..."]
+#                                      [--workers N] [--out FILE]
 #   --rounds K   interleaved rounds (default 5): in each round every model
 #                is timed both ways, back to back, alternating which first
 #   --repeat R   timed requests / runs per measurement (default 50)
 #   --threads T  engine threads of the worker and of `dicefleet run`
 #                (default 1; the gateway's own stages use 1)
 #   --models M   default "fmnist-vgg fmnist-resnet fmnist-mobilenet resnet18"
+#   --workers N  workers per fleet (default 1); with N > 1 the gateway's
+#                default partition (robustdice, standby replicas) sends N
+#                calls per stage, each with the whole stage input
+#   --out FILE   results file (default as above)
 # Environment: BUILD_DIR (default build/), DF_MODELS_DIR (default models/).
 #
 # The fleet is timed end to end as a client sees it: POST /v1/classify of a
@@ -31,6 +37,8 @@ rounds=5
 repeat=50
 threads=1
 models="fmnist-vgg fmnist-resnet fmnist-mobilenet resnet18"
+workers=1
+out=""
 cmdline="tests/bench/fleet_overhead.sh $*"
 while [ $# -gt 0 ]; do
 	case "$1" in
@@ -38,11 +46,20 @@ while [ $# -gt 0 ]; do
 	--repeat) repeat=$2; shift ;;
 	--threads) threads=$2; shift ;;
 	--models) models=$2; shift ;;
-	-h | --help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	--workers) workers=$2; shift ;;
+	--out) out=$2; shift ;;
+	-h | --help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "fleet_overhead.sh: unknown option '$1'" >&2; exit 2 ;;
 	esac
 	shift
 done
+case "$workers" in
+'' | *[!0-9]* | 0) echo "fleet_overhead.sh: --workers needs a positive integer" >&2; exit 2 ;;
+esac
+if [ -z "$out" ]; then
+	out=$results/fleet_overhead.md
+	[ "$workers" = 1 ] || out=$results/fleet_overhead.${workers}w.md
+fi
 build=${BUILD_DIR:-$root/build}
 shipped=${DF_MODELS_DIR:-$root/models}
 dicefleet=$build/services/cli/dicefleet
@@ -56,8 +73,9 @@ for b in "$dicefleet" "$gateway" "$worker" "$client"; do
 	fi
 done
 run=$work/fleet-overhead
+[ "$workers" = 1 ] || run=$work/fleet-overhead-${workers}w
 rm -rf "$run"
-mkdir -p "$run" "$results"
+mkdir -p "$run" "$results" "$(dirname "$out")"
 pids=()
 cleanup() {
 	[ ${#pids[@]} -gt 0 ] && kill -TERM "${pids[@]}" 2>/dev/null
@@ -112,19 +130,28 @@ done
 # ---- one 1-worker fleet per model -------------------------------------------
 declare -A url gw_pid wk_pid
 hz=$(getconf CLK_TCK)
-# cpu_ticks PID: user + system time of a process, in clock ticks.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# cpu_ticks PID...: user + system time of processes, in clock ticks.
+cpu_ticks() {
+	local p
+	for p in "$@"; do cat "/proc/$p/stat"; done | awk '{t += $14 + $15} END {print t}'
+}
 for m in $models; do
-	"$worker" --id "w-$m" --bind 127.0.0.1 --port 0 --port-file "$run/$m.wport" \
-		--models "$fleet_models" --threads "$threads" --log-level warn \
-		>"$run/$m.worker.log" 2>&1 &
-	pids+=($!)
-	wk_pid[$m]=$!
-	for ((i = 0; i < 200; i++)); do [ -s "$run/$m.wport" ] && break; sleep 0.05; done
+	wargs=()
+	wk_pid[$m]=""
+	for ((k = 1; k <= workers; k++)); do
+		"$worker" --id "w$k-$m" --bind 127.0.0.1 --port 0 --port-file "$run/$m.w$k.port" \
+			--models "$fleet_models" --threads "$threads" --log-level warn \
+			>"$run/$m.w$k.log" 2>&1 &
+		pids+=($!)
+		wk_pid[$m]="${wk_pid[$m]} $!"
+	done
+	for ((k = 1; k <= workers; k++)); do
+		for ((i = 0; i < 200; i++)); do [ -s "$run/$m.w$k.port" ] && break; sleep 0.05; done
+		wargs+=(--worker "w$k-$m=http://127.0.0.1:$(cat "$run/$m.w$k.port")")
+	done
 	"$gateway" --bind 127.0.0.1 --port 0 --port-file "$run/$m.gport" \
 		--db "$run/$m.db" --models "$fleet_models" --model "$m" --threads 1 \
-		--impute zero --log-level warn \
-		--worker "w-$m=http://127.0.0.1:$(cat "$run/$m.wport")" \
+		--impute zero --log-level warn "${wargs[@]}" \
 		>"$run/$m.gateway.log" 2>&1 &
 	pids+=($!)
 	gw_pid[$m]=$!
@@ -160,11 +187,13 @@ for ((r = 1; r <= rounds; r++)); do
 					--image "$img" --repeat "$repeat" --threads "$threads")
 			else
 				g0=$(cpu_ticks "${gw_pid[$m]}")
-				w0=$(cpu_ticks "${wk_pid[$m]}")
+				# shellcheck disable=SC2086 # a list of pids
+				w0=$(cpu_ticks ${wk_pid[$m]})
 				j=$("$client" latency --url "${url[$m]}" --model "$m" \
 					--image "$img" --repeat "$repeat")
 				g1=$(cpu_ticks "${gw_pid[$m]}")
-				w1=$(cpu_ticks "${wk_pid[$m]}")
+				# shellcheck disable=SC2086
+				w1=$(cpu_ticks ${wk_pid[$m]})
 				# CPU per request (3 warm-up requests included).
 				j="${j%\}},\"gw_cpu_ms\":$(((g1 - g0) * 1000000 / hz / (repeat + 3)))e-3,\"worker_cpu_ms\":$(((w1 - w0) * 1000000 / hz / (repeat + 3)))e-3}"
 			fi
@@ -178,11 +207,12 @@ for m in $models; do
 done
 
 # ---- report -------------------------------------------------------------------
-python3 - "$raw" "$run" "$results/fleet_overhead.md" "$cmdline" "$threads" \
-	"$repeat" "$rounds" $models <<'EOF'
+python3 - "$raw" "$run" "$out" "$cmdline" "$threads" \
+	"$repeat" "$rounds" "$workers" $models <<'EOF'
 import json, os, platform, statistics, subprocess, sys, time
-raw, run, out, cmdline, threads, repeat, rounds = sys.argv[1:8]
-models = sys.argv[8:]
+raw, run, out, cmdline, threads, repeat, rounds, workers = sys.argv[1:9]
+models = sys.argv[9:]
+nw = int(workers)
 rows = [json.loads(l) for l in open(raw)]
 def metric(m, name):
     total = 0.0
@@ -196,7 +226,7 @@ for line in open("/proc/cpuinfo"):
         cpu = line.split(":", 1)[1].strip()
         break
 lines = [
-    "# Fleet overhead: 1 worker vs one process",
+    "# Fleet overhead: " + ("1 worker" if nw == 1 else f"{nw} workers") + " vs one process",
     "",
     f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {os.cpu_count()} cores ({cpu}),",
     f"with `{cmdline.strip()}`: {rounds} interleaved rounds of {repeat} timed",
@@ -207,18 +237,20 @@ lines = [
     "* **staged in-process**: the same tensor through the gateway's runner and the in-process",
     "  simulator with one device (`fleet_client staged`): the fleet's stage split and per-stage",
     "  engines without any network, so the cost of staging and of the network separate;",
-    "* **fleet**: gateway + 1 worker on loopback, `POST /v1/classify` of a PNG on a keep-alive",
+    "* **fleet**: gateway + " + ("1 worker" if nw == 1 else f"{nw} workers") + " on loopback, `POST /v1/classify` of a PNG on a keep-alive",
     "  connection, timed by the client (decode, preprocess, one binary HTTP round trip per",
-    "  distributed stage, the logits layer on the gateway, softmax, JSON);",
+    "  distributed stage" + ("" if nw == 1 else " and worker (default robustdice partition, standby\n  replicas)")
+    + ", the logits layer on the gateway, softmax, JSON);",
     "* medians of the per-round medians; the ratio is fleet / single process;",
     "* wire bytes: stage calls' HTTP headers and bodies, both directions, per inference",
-    "  (gateway `/metrics`, exact f32 tensors);",
+    "  (gateway `/metrics`, exact f32 tensors; files before 2026-11-26 12:50 UTC counted",
+    "  request bodies below 64 KB twice, so their figures for the small models are higher);",
     "* CPU ms / inference: user + system time the gateway and the worker processes spent",
     "  per request while the client ran (/proc/PID/stat, clock ticks, averaged over all",
     "  rounds; about 0.04 ms resolution at these counts), i.e. where the fleet's time goes;",
     "  the single-process figure is the engine's wall time (1 thread, so about its CPU time).",
     "",
-    "| model | single process median ms | staged in-process median ms | fleet median ms | fleet p90 ms | ratio fleet / single | gateway CPU ms / inference | worker CPU ms / inference | wire bytes / inference | stage calls / inference |",
+    "| model | single process median ms | staged in-process median ms | fleet median ms | fleet p90 ms | ratio fleet / single | gateway CPU ms / inference | " + ("worker" if nw == 1 else "workers' (sum)") + " CPU ms / inference | wire bytes / inference | stage calls / inference |",
     "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
 ]
 summary = {}
@@ -240,8 +272,8 @@ for m in models:
                  f"{statistics.mean(gw_cpu):.2f} | {statistics.mean(wk_cpu):.2f} | "
                  f"{per:,.0f} | {calls / inf if inf else 0:.1f} |")
     summary[m].update(gw_cpu_ms=statistics.mean(gw_cpu), worker_cpu_ms=statistics.mean(wk_cpu))
-lines += ["", "Raw per-round figures: `tests/bench/work/fleet-overhead/raw.jsonl` (not committed).", ""]
+lines += ["", f"Raw per-round figures: `tests/bench/work/{os.path.basename(run)}/raw.jsonl` (not committed).", ""]
 open(out, "w").write("\n".join(lines))
 print(json.dumps(summary))
 EOF
-echo "fleet_overhead: wrote $results/fleet_overhead.md" >&2
+echo "fleet_overhead: wrote $out" >&2

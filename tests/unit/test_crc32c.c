@@ -92,6 +92,40 @@ static void all_paths_agree_on_every_length_and_alignment(void **state)
 	free(buf);
 }
 
+/* Long buffers take the interleaved hardware path (three blocks of 8 KB,
+ * then of 256 bytes, combined): it must agree with the portable one around
+ * every block boundary, at every alignment, and incrementally. */
+static void long_buffers_agree(void **state)
+{
+	(void)state;
+	enum { N = 3 * 8192 * 2 + 3 * 256 * 3 + 100 };
+	unsigned char *buf = malloc(N + 16);
+	assert_non_null(buf);
+	uint32_t x = 0xCAFEF00Du;
+	for (size_t i = 0; i < N + 16; i++) {
+		x = x * 1103515245u + 12345u;
+		buf[i] = (unsigned char)(x >> 16);
+	}
+	static const size_t lens[] = {
+		3 * 256 - 1, 3 * 256, 3 * 256 + 1, 3 * 256 + 8, 6 * 256 + 7,
+		3 * 8192 - 8, 3 * 8192 - 1, 3 * 8192, 3 * 8192 + 1,
+		3 * 8192 + 3 * 256, 3 * 8192 + 3 * 256 + 5, 6 * 8192, N};
+	for (size_t off = 0; off < 9; off++)
+		for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+			size_t len = lens[i];
+			uint32_t ref = crc32c_update_portable(0, buf + off, len);
+			if (crc32c(buf + off, len) != ref)
+				fail_msg("mismatch at offset %zu length %zu (hw %d)", off,
+					 len, (int)crc32c_hw_available());
+			size_t cut = (len * 5) / 7;
+			uint32_t c = crc32c(buf + off, cut);
+			assert_int_equal(crc32c_update(c, buf + off + cut, len - cut), ref);
+		}
+	/* The bitwise reference on one long buffer, to tie both to it. */
+	assert_int_equal(crc32c(buf, N), crc_bitwise(buf, N));
+	free(buf);
+}
+
 static void update_is_incremental(void **state)
 {
 	(void)state;
@@ -118,6 +152,7 @@ int main(void)
 		cmocka_unit_test(check_value),
 		cmocka_unit_test(rfc3720_vectors),
 		cmocka_unit_test(all_paths_agree_on_every_length_and_alignment),
+		cmocka_unit_test(long_buffers_agree),
 		cmocka_unit_test(update_is_incremental),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +47,41 @@ typedef struct fake {
 
 static fake F;
 static http_server *srv;
+
+/* Copies of the request bodies the fake worker received, while on. */
+#define CAPTURE_MAX 8
+static struct {
+	pthread_mutex_t mu;
+	bool on;
+	int n;
+	unsigned char *body[CAPTURE_MAX];
+	size_t len[CAPTURE_MAX];
+} cap = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void capture(const http_request *req)
+{
+	pthread_mutex_lock(&cap.mu);
+	if (cap.on && cap.n < CAPTURE_MAX) {
+		unsigned char *b = malloc(req->body_len ? req->body_len : 1);
+		if (b) {
+			if (req->body_len)
+				memcpy(b, req->body, req->body_len);
+			cap.body[cap.n] = b;
+			cap.len[cap.n++] = req->body_len;
+		}
+	}
+	pthread_mutex_unlock(&cap.mu);
+}
+
+static void capture_reset(bool on)
+{
+	pthread_mutex_lock(&cap.mu);
+	for (int i = 0; i < cap.n; i++)
+		free(cap.body[i]);
+	cap.n = 0;
+	cap.on = on;
+	pthread_mutex_unlock(&cap.mu);
+}
 static char url[64];
 
 static void sleep_ms(long ms)
@@ -58,6 +94,7 @@ static void sleep_ms(long ms)
 static df_err h_stage(const http_request *req, http_response *res, void *ctx)
 {
 	(void)ctx;
+	capture(req);
 	atomic_fetch_add(&F.calls, 1);
 	int now = atomic_fetch_add(&F.in_flight, 1) + 1;
 	int seen = atomic_load(&F.max_in_flight);
@@ -403,6 +440,128 @@ static void test_call_timeout_hook(void **state)
 	sleep_ms(600); /* let the slow handlers finish before later tests */
 }
 
+/* Every call of a round carries the same stage input as frame 0, which
+ * the client encodes once and shares: what each worker receives must still
+ * be byte for byte wire_msg_encode() of its request, for small bodies
+ * (joined and sent as POSTFIELDS) and large ones (sent in parts through
+ * the read callback), f32 and f16, and when a round mixes two stage inputs
+ * (the second one is then encoded per call). */
+static void test_shared_input_bytes(void **state)
+{
+	(void)state;
+	uint32_t seed = 12345;
+	for (int big = 0; big < 2; big++)
+		for (int dt = 0; dt < 2; dt++) {
+			int64_t dims[4] = {1, big ? 16 : 3, big ? 64 : 4, big ? 64 : 4};
+			tensor *in[2];
+			for (int k = 0; k < 2; k++) {
+				assert_int_equal(tensor_create(TENSOR_F32, 4, dims, &in[k]),
+						 DF_OK);
+				for (size_t i = 0; i < in[k]->numel; i++) {
+					seed = seed * 1664525u + 1013904223u;
+					tensor_f32(in[k])[i] = (float)(int32_t)seed / 1e5f;
+				}
+			}
+			static int32_t ids[3][2] = {{0, 2}, {1, 0}, {3, 0}};
+			static const size_t n[3] = {2, 1, 1};
+			partition_stage st = {.n_neurons = NEURONS};
+			char *devices[3] = {"a", "b", "c"};
+			partition_map map = {.version = 7, .n_devices = 3,
+					     .devices = devices, .n_stages = 1,
+					     .stages = &st, .copies = 1};
+			const char *urls[3] = {url, url, url};
+			tensor *side[3];
+			const tensor *ins[3][2];
+			runner_call calls[3];
+			for (int c = 0; c < 3; c++) {
+				int64_t sd[4] = {1, (int64_t)n[c], 2, 2};
+				assert_int_equal(tensor_create(TENSOR_F32, 4, sd, &side[c]),
+						 DF_OK);
+				for (size_t i = 0; i < side[c]->numel; i++)
+					tensor_f32(side[c])[i] = (float)(c * 100 + (int)i) + 0.3f;
+			}
+			http_client *hc = NULL;
+			http_client_options o = {.cluster_token = TOKEN,
+						 .stage_timeout_ms = 5000,
+						 .dtype = dt ? WIRE_F16 : WIRE_F32};
+			assert_int_equal(http_client_create(&o, &hc), DF_OK);
+			/* Round 1: all calls share in[0]; round 2: calls 0 and 2
+			 * send in[1], call 1 sends in[0]. */
+			for (int round = 0; round < 2; round++) {
+				for (int c = 0; c < 3; c++) {
+					ins[c][0] = in[round == 1 && c != 1];
+					ins[c][1] = side[c];
+					calls[c] = (runner_call){.device = c, .stage = 0,
+								 .round = 1, .ids = ids[c],
+								 .n = n[c], .inputs = ins[c],
+								 .n_inputs = 2};
+				}
+				http_stage_target t = {.map = &map, .model = "m",
+						       .urls = urls,
+						       .request_id = 100 + (uint64_t)round};
+				http_client_begin(hc, &t);
+				atomic_store(&F.mode, FAKE_OK);
+				capture_reset(true);
+				runner_backend be = http_client_backend(hc);
+				be.execute(be.ctx, calls, 3);
+				pthread_mutex_lock(&cap.mu);
+				cap.on = false;
+				pthread_mutex_unlock(&cap.mu);
+				assert_int_equal(cap.n, 3);
+				bool matched[CAPTURE_MAX] = {false};
+				uint64_t body_bytes = 0;
+				for (int c = 0; c < 3; c++) {
+					assert_int_equal(calls[c].status, DF_OK);
+					tensor_destroy(calls[c].output);
+					wire_frame fr[2] = {
+						{.t = (tensor *)ins[c][0], .dtype = o.dtype,
+						 .channel_axis = WIRE_WHOLE},
+						{.t = side[c], .dtype = o.dtype, .channel_axis = 1,
+						 .channels_total = NEURONS, .ids = ids[c],
+						 .n_ids = n[c]}};
+					wire_msg m = {.kind = WIRE_MSG_REQUEST,
+						      .request_id = t.request_id,
+						      .partition_version = 7, .stage = 0,
+						      .model = "m", .neurons = ids[c],
+						      .n_neurons = n[c], .frames = fr,
+						      .n_frames = 2};
+					wire_buf want = {0};
+					assert_int_equal(wire_msg_encode(&want, &m), DF_OK);
+					if (big)
+						assert_true(want.len > 64 * 1024);
+					else
+						assert_true(want.len < 4096);
+					body_bytes += want.len;
+					int hit = -1;
+					for (int k = 0; k < cap.n; k++)
+						if (!matched[k] && cap.len[k] == want.len &&
+						    memcmp(cap.body[k], want.data, want.len) == 0)
+							hit = k;
+					if (hit < 0)
+						fail_msg("big %d f16 %d round %d: call %d was not sent byte for byte",
+							 big, dt, round, c);
+					matched[hit] = true;
+					wire_buf_free(&want);
+				}
+				/* Bodies once each, plus HTTP headers of about
+				 * 150-250 bytes per call. */
+				http_stage_stats stats = http_client_stats(hc);
+				if (stats.bytes_sent < body_bytes + 3 * 60 ||
+				    stats.bytes_sent > body_bytes + 3 * 400)
+					fail_msg("big %d f16 %d round %d: %llu bytes sent for %llu bytes of bodies",
+						 big, dt, round,
+						 (unsigned long long)stats.bytes_sent,
+						 (unsigned long long)body_bytes);
+				capture_reset(false);
+			}
+			http_client_destroy(hc);
+			for (int c = 0; c < 3; c++)
+				tensor_destroy(side[c]);
+			tensor_destroy(in[0]);
+			tensor_destroy(in[1]);
+		}
+}
+
 static void test_unreachable(void **state)
 {
 	(void)state;
@@ -459,6 +618,7 @@ int main(void)
 		cmocka_unit_test(test_wrong_token),
 		cmocka_unit_test(test_deadline),
 		cmocka_unit_test(test_call_timeout_hook),
+		cmocka_unit_test(test_shared_input_bytes),
 		cmocka_unit_test(test_unreachable),
 		cmocka_unit_test(test_json_calls),
 	};

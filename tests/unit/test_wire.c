@@ -934,6 +934,95 @@ static void malformed_messages_are_rejected(void **state)
 	wire_buf_free(&b);
 }
 
+/* What the gateway sends each call of a round: the shared frame 0 encoded
+ * once, then per call its envelope + that frame + its side-input frames.
+ * Must be byte for byte wire_msg_encode() of the same message, for random
+ * shapes, ids, dtypes and request fields. */
+static void envelope_plus_shared_frame_is_wire_msg_encode(void **state)
+{
+	(void)state;
+	for (int rep = 0; rep < 200; rep++) {
+		wire_dtype dt = (rep & 1) ? WIRE_F16 : WIRE_F32;
+		int ndim = 2 + (int)(rnd() % 3);
+		int64_t dims[4];
+		for (int i = 0; i < ndim; i++)
+			dims[i] = 1 + (int64_t)(rnd() % 6);
+		uint32_t total = 1 + rnd() % 40;
+		tensor *in = make_tensor(ndim, dims);
+		/* Some special values, which f16 rounds or saturates. */
+		float *x = tensor_f32(in);
+		x[0] = (rep % 3 == 0) ? 1e6f : (rep % 3 == 1) ? NAN : 1.0f + 0x1p-11f;
+		if (in->numel > 1)
+			x[in->numel - 1] = -0.0f;
+		int n_side = (int)(rnd() % 3);
+		int32_t *perm[4] = {0};
+		tensor *side[4][2] = {{0}};
+		wire_buf shared = {0}, full = {0}, mine = {0};
+		wire_frame f0 = {in, dt, WIRE_WHOLE, 0, NULL, 0};
+		assert_int_equal(wire_frame_encode(&shared, &f0), DF_OK);
+		for (int call = 0; call < 4; call++) {
+			perm[call] = pick_ids(total);
+			size_t n = 1 + rnd() % total;
+			wire_frame frames[3] = {f0};
+			for (int k = 0; k < n_side; k++) {
+				int64_t sd[4] = {1 + (int64_t)(rnd() % 2), (int64_t)n,
+						 1 + (int64_t)(rnd() % 4), 2};
+				side[call][k] = make_tensor(4, sd);
+				frames[1 + k] = (wire_frame){side[call][k], dt, 1, total,
+							     perm[call], n};
+			}
+			wire_msg m = {WIRE_MSG_REQUEST, ((uint64_t)rnd() << 32) | rnd(),
+				      rnd(), rnd() % 100, "model-x", perm[call], n,
+				      frames, (size_t)(1 + n_side)};
+			full.len = 0;
+			assert_int_equal(wire_msg_encode(&full, &m), DF_OK);
+			mine.len = 0;
+			wire_msg env = m;
+			env.frames = NULL; /* not read */
+			assert_int_equal(wire_msg_encode_envelope(&mine, &env), DF_OK);
+			assert_int_equal(wire_buf_reserve(&mine, shared.len), DF_OK);
+			memcpy(mine.data + mine.len, shared.data, shared.len);
+			mine.len += shared.len;
+			for (int k = 0; k < n_side; k++)
+				assert_int_equal(wire_frame_encode(&mine, &frames[1 + k]),
+						 DF_OK);
+			assert_int_equal(mine.len, full.len);
+			assert_memory_equal(mine.data, full.data, full.len);
+			wire_msg back = {0};
+			assert_int_equal(wire_msg_parse(mine.data, mine.len, &back), DF_OK);
+			assert_int_equal(back.n_frames, 1 + n_side);
+			assert_frames_equal(&f0, &back.frames[0]);
+			wire_msg_free(&back);
+		}
+		for (int call = 0; call < 4; call++) {
+			free(perm[call]);
+			for (int k = 0; k < 2; k++)
+				tensor_destroy(side[call][k]);
+		}
+		tensor_destroy(in);
+		wire_buf_free(&shared);
+		wire_buf_free(&full);
+		wire_buf_free(&mine);
+	}
+	/* The envelope alone: checked like wire_msg_encode's, nothing
+	 * appended on failure, frames never read. */
+	wire_buf b = {0};
+	wire_msg e = {WIRE_MSG_RESPONSE, 1, 2, 3, "m", NULL, 0,
+		      (wire_frame *)0x1, 5};
+	assert_int_equal(wire_msg_encode_envelope(&b, &e), DF_OK);
+	assert_int_equal(b.len, WIRE_MSG_HEADER + 1 + 4);
+	size_t len = b.len;
+	e.n_frames = WIRE_MAX_FRAMES + 1;
+	assert_int_equal(wire_msg_encode_envelope(&b, &e), DF_ETOOBIG);
+	e.n_frames = 0;
+	int32_t dup[] = {3, 3};
+	e.neurons = dup;
+	e.n_neurons = 2;
+	assert_int_equal(wire_msg_encode_envelope(&b, &e), DF_ERANGE);
+	assert_int_equal(b.len, len);
+	wire_buf_free(&b);
+}
+
 static void garbage_never_parses(void **state)
 {
 	(void)state;
@@ -974,6 +1063,7 @@ int main(void)
 		cmocka_unit_test(bad_channel_ids_are_rejected),
 		cmocka_unit_test(trailing_bytes_are_rejected),
 		cmocka_unit_test(malformed_messages_are_rejected),
+		cmocka_unit_test(envelope_plus_shared_frame_is_wire_msg_encode),
 		cmocka_unit_test(garbage_never_parses),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
