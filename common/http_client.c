@@ -484,9 +484,11 @@ static long call_timeout(http_client *c, const runner_call *call, int64_t now,
 
 /* Sets up slot s for call; returns the call's failure status, or DF_OK
  * when the transfer is ready to be added. */
-static df_err prepare_call(http_client *c, call_slot *s, runner_call *call,
-			   int64_t now)
+static df_err prepare_call(http_client *c, call_slot *s, runner_call *call)
 {
+	/* Now, not when the round began: encoding the earlier calls of a
+	 * round takes time that is no longer left of the request deadline. */
+	const int64_t now = http_client_now_ms();
 	const http_stage_target *t = &c->target;
 	s->call = call;
 	s->t0_ms = http_client_now_msf();
@@ -643,10 +645,15 @@ static void finish_call(http_client *c, call_slot *s, CURLcode rc)
 	c->stats.bytes_sent += sent;
 	c->stats.bytes_received += (uint64_t)(resp_hdr > 0 ? resp_hdr : 0) +
 				   s->resp_len;
+	/* Cut short by the request deadline only if the whole (shortened)
+	 * deadline ran out: a connect timeout, which is shorter, says
+	 * something about the device. */
+	const double took = http_client_now_msf() - s->t0_ms;
+	const bool cut = s->clamped && took >= 0.9 * (double)s->timeout_ms;
 	if (rc == CURLE_OPERATION_TIMEDOUT)
-		st = df_errf(DF_ETIMEDOUT, "device %d stage %d: no answer within %ld ms%s",
-			     call->device, call->stage, s->timeout_ms,
-			     s->clamped ? " (the rest of the request deadline)" : "");
+		st = df_errf(DF_ETIMEDOUT, "device %d stage %d: no answer within %.0f ms%s",
+			     call->device, call->stage, took,
+			     cut ? " (the rest of the request deadline)" : "");
 	else if (s->overflow || rc == CURLE_FILESIZE_EXCEEDED)
 		st = df_errf(DF_ETOOBIG, "device %d stage %d: answer above %zu bytes",
 			     call->device, call->stage, s->resp_limit);
@@ -667,9 +674,9 @@ static void finish_call(http_client *c, call_slot *s, CURLcode rc)
 	/* A call late only because the request ran out of time says nothing
 	 * about its device: the observer does not hear of it (as in
 	 * fail_call()). */
-	if (c->opt.observer && !(st == DF_ETIMEDOUT && s->clamped))
+	if (c->opt.observer && !(st == DF_ETIMEDOUT && cut))
 		c->opt.observer(c->opt.observer_ctx, call->device, call->stage, st,
-				http_client_now_msf() - s->t0_ms);
+				took);
 	s->call = NULL;
 }
 
@@ -723,13 +730,12 @@ static void http_execute_until(void *ctx, runner_call *calls, size_t n,
 			fail_call(c, &calls[i], DF_ENOMEM);
 		return;
 	}
-	int64_t now = http_client_now_ms();
 	size_t added = 0;
 	c->shared_t = NULL; /* the round's tensors are new: encode afresh */
 	c->shared_users = 0;
 	for (size_t i = 0; i < n; i++) {
 		call_slot *s = &c->slots[i];
-		df_err err = prepare_call(c, s, &calls[i], now);
+		df_err err = prepare_call(c, s, &calls[i]);
 		if (!err && curl_multi_add_handle(c->multi, s->easy) != CURLM_OK)
 			err = df_errf(DF_EINTERNAL, "curl_multi_add_handle failed");
 		if (err) {

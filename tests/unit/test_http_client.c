@@ -19,6 +19,11 @@
 #include <string.h>
 #include <time.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include "http_client.h"
 #include "http_server.h"
 #include "wire.h"
@@ -426,9 +431,11 @@ static void test_call_timeout_hook(void **state)
 	assert_int_equal(seen.status[0], DF_ETIMEDOUT);
 	assert_true(seen.ms[0] >= 140 && seen.ms[0] < 550);
 	assert_int_equal(seen.status[1], DF_OK);
-	/* The request deadline (200 ms) is shorter than device 1's 2000. */
+	/* The request deadline (450 ms) is shorter than device 1's 2000 and
+	 * than the 600 ms the fake takes, and leaves 300 ms of margin over
+	 * device 0's own 150 ms for a loaded machine. */
 	seen = (observed){0};
-	t.deadline_ms = http_client_now_ms() + 200;
+	t.deadline_ms = http_client_now_ms() + 450;
 	http_client_begin(f.hc, &t);
 	fixture_run(&f);
 	assert_int_equal(f.calls[0].status, DF_ETIMEDOUT);
@@ -610,6 +617,58 @@ static void test_json_calls(void **state)
 	http_client_destroy(hc);
 }
 
+/* A listening socket whose accept queue is full (backlog 0, one connection
+ * made and never accepted): a further connect hangs, as to a device whose
+ * link is cut. Returns its port; *fds the two sockets to close. */
+static int hanging_port(int fds[2])
+{
+	fds[0] = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(fds[0] >= 0);
+	struct sockaddr_in a = {.sin_family = AF_INET,
+				.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof a;
+	assert_int_equal(bind(fds[0], (struct sockaddr *)&a, sizeof a), 0);
+	assert_int_equal(listen(fds[0], 0), 0);
+	assert_int_equal(getsockname(fds[0], (struct sockaddr *)&a, &len), 0);
+	fds[1] = socket(AF_INET, SOCK_STREAM, 0);
+	assert_int_equal(connect(fds[1], (struct sockaddr *)&a, sizeof a), 0);
+	return ntohs(a.sin_port);
+}
+
+/* A connect timeout inside a call that the request deadline shortened is
+ * the device's fault (its link), not the request's: the observer hears of
+ * it. Only a call that used up the whole shortened deadline is excused. */
+static void test_connect_timeout_under_request_deadline(void **state)
+{
+	(void)state;
+	int fds[2];
+	char hang[64];
+	snprintf(hang, sizeof hang, "http://127.0.0.1:%d", hanging_port(fds));
+	fixture f;
+	fixture_init(&f, 2000, TOKEN);
+	http_client_destroy(f.hc);
+	observed seen = {0};
+	http_client_options o = {.cluster_token = TOKEN, .stage_timeout_ms = 2000,
+				 .connect_timeout_ms = 100,
+				 .observer = observe_call, .observer_ctx = &seen};
+	assert_int_equal(http_client_create(&o, &f.hc), DF_OK);
+	f.urls[0] = hang;
+	http_stage_target t = {.map = &f.map, .model = "m",
+			       .urls = (const char *const *)f.urls,
+			       .request_id = 43,
+			       .deadline_ms = http_client_now_ms() + 1500};
+	http_client_begin(f.hc, &t);
+	fixture_run(&f);
+	assert_int_equal(f.calls[0].status, DF_ETIMEDOUT);
+	assert_int_equal(f.calls[1].status, DF_OK);
+	assert_int_equal(seen.n, 2);
+	assert_int_equal(seen.status[0], DF_ETIMEDOUT);
+	assert_true(seen.ms[0] >= 90 && seen.ms[0] < 1000);
+	fixture_free(&f);
+	close(fds[1]);
+	close(fds[0]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -618,6 +677,7 @@ int main(void)
 		cmocka_unit_test(test_wrong_token),
 		cmocka_unit_test(test_deadline),
 		cmocka_unit_test(test_call_timeout_hook),
+		cmocka_unit_test(test_connect_timeout_under_request_deadline),
 		cmocka_unit_test(test_shared_input_bytes),
 		cmocka_unit_test(test_unreachable),
 		cmocka_unit_test(test_json_calls),
