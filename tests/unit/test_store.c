@@ -13,6 +13,7 @@
 #include <dirent.h>
 #include <math.h>
 #include <pthread.h>
+#include <time.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -783,10 +784,24 @@ static void set_active_is_atomic(void **state)
 	flip_arg a = {t->path, 0, 0, 0, DF_OK, ""};
 	pthread_t th;
 	assert_int_equal(pthread_create(&th, NULL, active_reader, &a), 0);
-	/* Flip until the reader has looked often enough (it starts late). */
+	/* Let the reader open the file and look once before flipping: a
+	 * writer that never pauses can starve its open (the busy handler
+	 * sleeps, the writer takes the lock again) on a loaded machine. */
+	struct timespec ms1 = {0, 1000 * 1000}, t0, now;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (atomic_load(&a.observed) < 1 && !a.err) {
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if (now.tv_sec - t0.tv_sec > 60)
+			fail_msg("reader did not start");
+		nanosleep(&ms1, NULL);
+	}
+	/* Flip until the reader has looked often enough; bounded in time, not
+	 * in flips, so that a slow machine is not mistaken for a hang. */
+	clock_gettime(CLOCK_MONOTONIC, &t0);
 	for (int i = 0; i < 300 || atomic_load(&a.observed) < 200; i++) {
-		if (i > 100000)
-			fail_msg("reader made no progress");
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if (now.tv_sec - t0.tv_sec > 60)
+			fail_msg("reader made no progress in 60 s");
 		v = add_partition(s, "m", "{}");
 		assert_int_equal(store_partition_set_active(s, v), DF_OK);
 	}
