@@ -363,6 +363,9 @@ static df_err encode_call(http_client *c, call_slot *s, const runner_call *call)
 			.neurons = (int32_t *)call->ids,
 			.n_neurons = call->n,
 			.n_frames = (size_t)call->n_inputs};
+	if (!call->inputs || !call->inputs[0])
+		return df_errf(DF_EINVAL, "stage %d call without its input",
+			       call->stage);
 	bool reuse = c->shared_t == call->inputs[0] &&
 		     c->shared_dtype == c->opt.dtype;
 	if (!reuse && c->shared_users > 0) {

@@ -617,6 +617,25 @@ static void test_json_calls(void **state)
 	http_client_destroy(hc);
 }
 
+/* A call without its stage input fails; it never goes out carrying the
+ * previous round's input (the shared frame is reused by pointer). */
+static void test_missing_input_is_refused(void **state)
+{
+	(void)state;
+	fixture f;
+	fixture_init(&f, 2000, TOKEN);
+	fixture_run(&f);
+	assert_int_equal(f.calls[0].status, DF_OK);
+	assert_int_equal(f.calls[1].status, DF_OK);
+	f.ins_a[0] = NULL;
+	f.ins_b[0] = NULL;
+	fixture_run(&f);
+	assert_int_equal(f.calls[0].status, DF_EINVAL);
+	assert_int_equal(f.calls[1].status, DF_EINVAL);
+	assert_null(f.calls[0].output);
+	fixture_free(&f);
+}
+
 /* A listening socket whose accept queue is full (backlog 0, one connection
  * made and never accepted): a further connect hangs, as to a device whose
  * link is cut. Returns its port; *fds the two sockets to close. */
@@ -678,6 +697,7 @@ int main(void)
 		cmocka_unit_test(test_deadline),
 		cmocka_unit_test(test_call_timeout_hook),
 		cmocka_unit_test(test_connect_timeout_under_request_deadline),
+		cmocka_unit_test(test_missing_input_is_refused),
 		cmocka_unit_test(test_shared_input_bytes),
 		cmocka_unit_test(test_unreachable),
 		cmocka_unit_test(test_json_calls),
