@@ -6,7 +6,8 @@
  *                parsing shared by handlers (query numbers, multipart)
  *   classify.c   POST /v1/classify and the KServe v2 endpoints
  *   scheduler.c  deployments (a partition version with its runner pool),
- *                the partition push protocol to workers, leases
+ *                leases, readiness; scheduler_push.c chooses the version
+ *                and runs the partition push protocol to workers
  *   health.c     device registry, health probing and the per-device state
  *                machine (health_fsm.c: UP/SUSPECT/DOWN), down masks,
  *                per-call deadlines
@@ -130,7 +131,7 @@ df_err classify_handle_live(const http_request *req, http_response *res,
 df_err classify_handle_ready(const http_request *req, http_response *res,
 			     void *ctx);
 
-/* ---- scheduler.c --------------------------------------------------------- */
+/* ---- scheduler.c, scheduler_push.c --------------------------------------- */
 
 /* A partition version ready to serve: the map, its device URLs and a pool
  * of runners. Reference-counted; leases keep it alive. */
