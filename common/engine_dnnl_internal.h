@@ -1,10 +1,12 @@
 /*
- * engine_dnnl_internal.h - what the oneDNN engine's two files share:
- * engine_dnnl.c (values, storages, steps, planning, run; the design is
- * described there) and engine_dnnl_ops.c (one builder per graph op). The
- * state struct, the error macros and the helpers a builder uses to get its
- * inputs in a layout, describe its output and append its steps. Nothing
- * outside common/engine_dnnl*.c includes this header.
+ * engine_dnnl_internal.h - what the oneDNN engine's files share:
+ * engine_dnnl.c (create, the node-build loop, run, destroy; the design is
+ * described there), engine_dnnl_mem.c (values, storages, steps, constants
+ * and arena planning), engine_dnnl_ops.c (the per-op builders and their
+ * dispatch) and engine_dnnl_conv.c (Conv, Gemm and MatMul builders).
+ * The state struct, the error macros and the helpers a builder uses to get
+ * its inputs in a layout, describe its output and append its steps.
+ * Nothing outside common/engine_dnnl*.c includes this header.
  */
 #ifndef DF_ENGINE_DNNL_INTERNAL_H
 #define DF_ENGINE_DNNL_INTERNAL_H
@@ -192,8 +194,44 @@ df_err dn_const(dn_engine *E, const graph_value *cv,
 df_err dn_const_view(dn_engine *E, int v, int nd, const dnnl_dim_t *d,
 		     int *out);
 
+/* Out-of-memory error naming the node being built. */
+df_err dn_oom(const dn_engine *E);
+
+/* With E->release: frees the graph's data of each constant that node n
+ * reads for the last time (the engine holds its own copy by now). */
+void dn_release_consts(dn_engine *E, int n);
+
+/* Pins graph inputs before step 0 and outputs after the last step, and
+ * creates each blocked output's reorder to plain. After the node loop. */
+df_err dn_bind_io(dn_engine *E);
+
+/* Assigns arena offsets to the storages (after dn_bind_io). */
+df_err dn_plan(dn_engine *E);
+
+/* Allocates the arena and scratchpad, points every mem at its bytes and
+ * resolves the steps' argument lists (after dn_plan). */
+df_err dn_bind(dn_engine *E);
+
 /* Builds node n (engine_dnnl_ops.c): appends its steps and records the
  * mem of its output value. Errors name the node (E->cur_node). */
 df_err dn_build_node(dn_engine *E, int n);
+
+/* Primitive descriptor for op_desc with attr or, when attr is NULL, with
+ * an attr that only asks for the user-managed scratchpad all steps use
+ * (engine_dnnl_ops.c). */
+df_err dn_pd_new(dn_engine *E, const_dnnl_op_desc_t op_desc,
+		 const_dnnl_primitive_attr_t attr,
+		 dnnl_primitive_desc_t *out);
+
+/* oneDNN eltwise algorithm and alpha/beta for activation act with ONNX
+ * parameters a, b (engine_dnnl_conv.c). */
+df_err dn_act(const dn_engine *E, graph_act act, float a, float b,
+	      dnnl_alg_kind_t *alg, float *alpha, float *beta);
+
+/* Builders of Conv, Gemm and MatMul nodes with their fused post-ops
+ * (engine_dnnl_conv.c), called by dn_build_node(). */
+df_err dn_build_conv(dn_engine *E, int n);
+df_err dn_build_gemm(dn_engine *E, int n);
+df_err dn_build_matmul(dn_engine *E, int n);
 
 #endif
