@@ -36,6 +36,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "config.h"
 #include "health_fsm.h"
@@ -146,6 +147,10 @@ typedef struct sched_lease {
 	const char *const *urls;
 	int slot;
 } sched_lease;
+
+/* The CLOCK_REALTIME time ms from now: the deadline argument of
+ * pthread_cond_timedwait() (default condition variables use that clock). */
+struct timespec sched_wait_until(long ms);
 
 df_err sched_create(gateway *gw, scheduler **out);
 

@@ -624,14 +624,7 @@ static void *probe_main(void *arg)
 		return NULL;
 	}
 	for (;;) {
-		struct timespec until;
-		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_sec += h->interval_ms / 1000;
-		until.tv_nsec += (h->interval_ms % 1000) * 1000000L;
-		if (until.tv_nsec >= 1000000000L) {
-			until.tv_sec++;
-			until.tv_nsec -= 1000000000L;
-		}
+		const struct timespec until = sched_wait_until(h->interval_ms);
 		pthread_mutex_lock(&h->lock);
 		if (!h->stop)
 			pthread_cond_timedwait(&h->wake, &h->lock, &until);

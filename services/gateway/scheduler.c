@@ -195,16 +195,22 @@ void sched_destroy(scheduler *s)
 	free(s);
 }
 
+struct timespec sched_wait_until(long ms)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_REALTIME, &t);
+	t.tv_sec += ms / 1000;
+	t.tv_nsec += (ms % 1000) * 1000000L;
+	if (t.tv_nsec >= 1000000000L) {
+		t.tv_sec++;
+		t.tv_nsec -= 1000000000L;
+	}
+	return t;
+}
+
 df_err sched_acquire(scheduler *s, long timeout_ms, sched_lease *out)
 {
-	struct timespec until;
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += timeout_ms / 1000;
-	until.tv_nsec += (timeout_ms % 1000) * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
+	const struct timespec until = sched_wait_until(timeout_ms);
 	df_err err = DF_OK;
 	pthread_mutex_lock(&s->lock);
 	for (;;) {

@@ -281,14 +281,7 @@ static void set_reason(scheduler *s, const char *fmt, ...)
 /* Sleeps up to ms unless stopping; false when stopping. */
 static bool nap(scheduler *s, long ms)
 {
-	struct timespec until;
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += ms / 1000;
-	until.tv_nsec += (ms % 1000) * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
+	const struct timespec until = sched_wait_until(ms);
 	pthread_mutex_lock(&s->lock);
 	if (!s->stop)
 		pthread_cond_timedwait(&s->wake, &s->lock, &until);
