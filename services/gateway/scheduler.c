@@ -243,6 +243,16 @@ df_err sched_acquire(scheduler *s, long timeout_ms, sched_lease *out)
 	return err;
 }
 
+void deployment_unref(scheduler *s, deployment *d)
+{
+	pthread_mutex_lock(&s->lock);
+	bool last = --d->refs == 0;
+	pthread_cond_broadcast(&s->freed);
+	pthread_mutex_unlock(&s->lock);
+	if (last)
+		deployment_free(d);
+}
+
 void sched_release(scheduler *s, sched_lease *lease)
 {
 	deployment *d = lease->dep;
@@ -286,12 +296,7 @@ bool sched_ready(scheduler *s, char *reason, size_t len)
 			snprintf(reason, len, "every worker of partition version %" PRId64 " is down",
 				 m->version);
 		}
-		pthread_mutex_lock(&s->lock);
-		bool last = --d->refs == 0;
-		pthread_cond_broadcast(&s->freed);
-		pthread_mutex_unlock(&s->lock);
-		if (last)
-			deployment_free(d);
+		deployment_unref(s, d);
 	}
 	return ready;
 }

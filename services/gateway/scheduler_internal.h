@@ -60,4 +60,8 @@ df_err deployment_create(gateway *gw, const gw_settings *st,
 /* Frees d and all it owns, once no lease holds it; NULL is a no-op. */
 void deployment_free(deployment *d);
 
+/* Drops a reference taken under s->lock (d->refs++), wakes the waiters on
+ * s->freed, and frees d if that was the last one. Takes s->lock. */
+void deployment_unref(scheduler *s, deployment *d);
+
 #endif

@@ -402,9 +402,8 @@ static bool push_version(scheduler *s, deployment *d, http_client *hc,
 	pthread_mutex_unlock(&s->lock);
 	switch_to(s, d);
 	if (prev) {
-		struct timespec until;
-		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_sec += gw->request_timeout_ms / 1000 + 1;
+		const struct timespec until =
+			sched_wait_until(gw->request_timeout_ms + 1000);
 		pthread_mutex_lock(&s->lock);
 		while (prev->refs > 1 && !s->stop)
 			if (pthread_cond_timedwait(&s->freed, &s->lock, &until) == ETIMEDOUT)
@@ -525,12 +524,7 @@ df_err sched_push_device(scheduler *s, http_client *hc, const char *id,
 		log_info("pushed partition version %" PRId64 " to %s", d->map->version,
 			 id);
 out:
-	pthread_mutex_lock(&s->lock);
-	bool last = --d->refs == 0;
-	pthread_cond_broadcast(&s->freed);
-	pthread_mutex_unlock(&s->lock);
-	if (last)
-		deployment_free(d);
+	deployment_unref(s, d);
 	return err;
 }
 
