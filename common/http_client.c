@@ -1,5 +1,8 @@
 /*
- * http_client.c - see http_client.h.
+ * http_client.c - see http_client.h. The client: its curl handles, call
+ * slots, the parallel round of stage calls over curl multi (deadlines,
+ * answers, the observer, cancelling), and control calls. What a stage
+ * call's body holds and how it is streamed is in http_client_body.c.
  *
  * Each client owns one curl multi handle (its connection cache keeps
  * keep-alive connections to the workers between rounds and requests) and a
@@ -7,19 +10,9 @@
  * its easy handle and buffers between rounds, so the steady state
  * allocates nothing but the tensors. Invariant: between execute() calls no
  * easy handle is attached to the multi handle.
- *
- * Every call of a round carries the same stage input as frame 0, and a
- * frame's bytes do not depend on the message around it (wire.h: each
- * checksum covers its own envelope or frame). So the client encodes that
- * frame once per round (copy, f16 conversion, checksum) into `shared`, and
- * each call's body is a list of parts: its own envelope, the borrowed
- * shared frame, its own side-input frames. Large bodies go to libcurl
- * through a read callback over the parts (libcurl copies them into its
- * upload buffer, as it would POSTFIELDS); small ones are joined into the
- * slot's buffer and sent as POSTFIELDS, which libcurl sends in one write
- * with the headers.
  */
 #include "http_client.h"
+#include "http_client_internal.h"
 
 #include <curl/curl.h>
 #include <stdio.h>
@@ -32,59 +25,6 @@
 /* Read and write chunk of stage calls: tensors are 10 KB..4 MB, so large
  * chunks mean few syscalls and callbacks (libcurl's defaults are 16/64 KB). */
 #define HTTP_CLIENT_IO_BUFFER (512L * 1024)
-
-/* Bodies below this size are joined and sent as POSTFIELDS: libcurl then
- * sends them in the same write as the headers (it does so below 64 KB),
- * saving a syscall, a packet and a wake-up of the worker per call. */
-#define HTTP_CLIENT_INLINE_BODY ((size_t)64 * 1024)
-
-/* One contiguous piece of a request body (borrowed). */
-typedef struct body_part {
-	const unsigned char *data;
-	size_t len;
-} body_part;
-
-#define HTTP_CLIENT_MAX_PARTS 3 /* envelope, shared frame 0, frames 1.. */
-
-typedef struct call_slot {
-	CURL *easy;
-	wire_buf req;                /* envelope (or the whole request) */
-	wire_buf tail;               /* frames 1.. when frame 0 is shared */
-	body_part parts[HTTP_CLIENT_MAX_PARTS]; /* the body, in order */
-	int n_parts;
-	size_t body_len;             /* sum of the parts' lengths */
-	int read_part;               /* read callback position: part, */
-	size_t read_off;             /* and offset in it */
-	unsigned char *resp;         /* response body */
-	size_t resp_len, resp_cap;
-	size_t resp_limit;
-	bool overflow;               /* response crossed resp_limit */
-	runner_call *call;           /* the call served; NULL when idle */
-	double t0_ms;                /* sent at (http_client_now_msf) */
-	long timeout_ms;             /* the call's deadline */
-	bool clamped;                /* cut short by the request deadline */
-	char errbuf[CURL_ERROR_SIZE];
-} call_slot;
-
-struct http_client {
-	CURLM *multi;
-	call_slot *slots;
-	size_t n_slots;
-	CURL *ctl;                   /* control calls */
-	struct curl_slist *stage_headers;
-	struct curl_slist *json_headers;
-	http_client_options opt;
-	char *token;                 /* owned copy of opt.cluster_token */
-	http_stage_target target;
-	http_stage_stats stats;
-	/* Frame 0 encoded once per round (see the top of the file): the
-	 * tensor and dtype it encodes (NULL: none this round) and how many
-	 * calls of the round borrow it (it is not re-encoded while > 0). */
-	wire_buf shared;
-	const tensor *shared_t;
-	wire_dtype shared_dtype;
-	size_t shared_users;
-};
 
 int64_t http_client_now_ms(void)
 {
@@ -307,162 +247,6 @@ static size_t response_limit(const http_client *c, const runner_call *call)
 	return payload + header + 8 * n + 1024;
 }
 
-/* Frame i of call's request. */
-static wire_frame call_frame(const http_client *c, const runner_call *call,
-			     int i, int64_t total)
-{
-	if (i == 0)
-		return (wire_frame){.t = (tensor *)call->inputs[0],
-				    .dtype = c->opt.dtype,
-				    .channel_axis = WIRE_WHOLE};
-	return (wire_frame){.t = (tensor *)call->inputs[i],
-			    .dtype = c->opt.dtype,
-			    .channel_axis = 1,
-			    .channels_total = (uint32_t)total,
-			    .ids = (int32_t *)call->ids,
-			    .n_ids = call->n};
-}
-
-static void add_part(call_slot *s, const unsigned char *data, size_t len)
-{
-	if (!len)
-		return;
-	s->parts[s->n_parts++] = (body_part){data, len};
-	s->body_len += len;
-}
-
-/* Encodes call's request into slot s as body parts: the envelope and the
- * side-input frames in the slot's buffers, frame 0 borrowed from the
- * round's shared encoding (encoded here by the round's first call). When
- * the shared frame holds another tensor that earlier calls of the round
- * still borrow (calls of a round with different stage inputs, which the
- * runner does not make), the whole request goes into the slot's buffer. */
-static df_err encode_call(http_client *c, call_slot *s, const runner_call *call)
-{
-	const http_stage_target *t = &c->target;
-	const partition_map *m = t->map;
-	s->n_parts = 0;
-	s->body_len = 0;
-	s->req.len = 0;
-	s->tail.len = 0;
-	if (call->stage < 0 || call->stage >= m->n_stages)
-		return df_errf(DF_EINTERNAL, "call for stage %d of %d", call->stage,
-			       m->n_stages);
-	if (call->n_inputs < 1 || call->n_inputs > WIRE_MAX_FRAMES)
-		return df_errf(DF_ENOTSUP, "stage %d has %d inputs", call->stage,
-			       call->n_inputs);
-	int64_t total = m->stages[call->stage].n_neurons;
-	if (total <= 0 || total > INT32_MAX)
-		return df_errf(DF_EINTERNAL, "stage %d has %lld neurons", call->stage,
-			       (long long)total);
-	wire_msg msg = {.kind = WIRE_MSG_REQUEST,
-			.request_id = t->request_id,
-			.partition_version = (uint64_t)m->version,
-			.stage = (uint32_t)call->stage,
-			.model = (char *)t->model,
-			.neurons = (int32_t *)call->ids,
-			.n_neurons = call->n,
-			.n_frames = (size_t)call->n_inputs};
-	if (!call->inputs || !call->inputs[0])
-		return df_errf(DF_EINVAL, "stage %d call without its input",
-			       call->stage);
-	bool reuse = c->shared_t == call->inputs[0] &&
-		     c->shared_dtype == c->opt.dtype;
-	if (!reuse && c->shared_users > 0) {
-		wire_frame frames[WIRE_MAX_FRAMES];
-		for (int i = 0; i < call->n_inputs; i++)
-			frames[i] = call_frame(c, call, i, total);
-		msg.frames = frames;
-		df_err err = wire_msg_encode(&s->req, &msg);
-		if (!err)
-			add_part(s, s->req.data, s->req.len);
-		return err;
-	}
-	df_err err = wire_msg_encode_envelope(&s->req, &msg);
-	if (err)
-		return err;
-	if (!reuse) {
-		wire_frame f0 = call_frame(c, call, 0, total);
-		c->shared.len = 0;
-		c->shared_t = NULL;
-		err = wire_frame_encode(&c->shared, &f0);
-		if (err) {
-			char why[400];
-			snprintf(why, sizeof why, "%s", df_err_msg());
-			return df_errf(err, "wire message: frame 0: %s", why);
-		}
-		c->shared_t = call->inputs[0];
-		c->shared_dtype = c->opt.dtype;
-	}
-	for (int i = 1; i < call->n_inputs; i++) {
-		wire_frame f = call_frame(c, call, i, total);
-		err = wire_frame_encode(&s->tail, &f);
-		if (err) {
-			char why[400];
-			snprintf(why, sizeof why, "%s", df_err_msg());
-			return df_errf(err, "wire message: frame %d: %s", i, why);
-		}
-	}
-	c->shared_users++;
-	size_t len = s->req.len + c->shared.len + s->tail.len;
-	if (len < HTTP_CLIENT_INLINE_BODY) {
-		/* Small: one contiguous body (a cheap copy of frame 0). */
-		err = wire_buf_reserve(&s->req, c->shared.len + s->tail.len);
-		if (err)
-			return err;
-		memcpy(s->req.data + s->req.len, c->shared.data, c->shared.len);
-		s->req.len += c->shared.len;
-		if (s->tail.len)
-			memcpy(s->req.data + s->req.len, s->tail.data, s->tail.len);
-		s->req.len += s->tail.len;
-		add_part(s, s->req.data, s->req.len);
-		return DF_OK;
-	}
-	add_part(s, s->req.data, s->req.len);
-	add_part(s, c->shared.data, c->shared.len);
-	add_part(s, s->tail.data, s->tail.len);
-	return DF_OK;
-}
-
-/* libcurl's read callback of a stage call: the next bytes of the body. */
-static size_t slot_read(char *buf, size_t size, size_t nitems, void *ud)
-{
-	call_slot *s = ud;
-	size_t room = size * nitems, n = 0;
-	while (room > 0 && s->read_part < s->n_parts) {
-		const body_part *p = &s->parts[s->read_part];
-		size_t k = p->len - s->read_off;
-		if (k > room)
-			k = room;
-		memcpy(buf + n, p->data + s->read_off, k);
-		n += k;
-		room -= k;
-		s->read_off += k;
-		if (s->read_off == p->len) {
-			s->read_part++;
-			s->read_off = 0;
-		}
-	}
-	return n;
-}
-
-/* libcurl's seek callback: rewinds the body when a request has to be sent
- * again (e.g. on a kept-alive connection the worker had closed). */
-static int slot_seek(void *ud, curl_off_t offset, int origin)
-{
-	call_slot *s = ud;
-	if (origin != SEEK_SET || offset < 0 || (uint64_t)offset > s->body_len)
-		return CURL_SEEKFUNC_CANTSEEK;
-	size_t off = (size_t)offset;
-	s->read_part = 0;
-	while (s->read_part < s->n_parts && off >= s->parts[s->read_part].len) {
-		off -= s->parts[s->read_part].len;
-		s->read_part++;
-	}
-	s->read_off = off;
-	return CURL_SEEKFUNC_OK;
-}
-
 /* The call's own deadline (call_timeout hook, else the fixed one), cut to
  * what is left of the request's deadline (*clamped then). */
 static long call_timeout(http_client *c, const runner_call *call, int64_t now,
@@ -506,7 +290,7 @@ static df_err prepare_call(http_client *c, call_slot *s, runner_call *call)
 	if (timeout <= 0)
 		return df_errf(DF_ETIMEDOUT, "request deadline passed before stage %d",
 			       call->stage);
-	df_err err = encode_call(c, s, call);
+	df_err err = http_client_body_encode(c, s, call);
 	if (err)
 		return err;
 	char url[1200];
@@ -543,11 +327,13 @@ static df_err prepare_call(http_client *c, call_slot *s, runner_call *call)
 	} else {
 		s->read_part = 0;
 		s->read_off = 0;
-		rc = curl_easy_setopt(e, CURLOPT_READFUNCTION, slot_read);
+		rc = curl_easy_setopt(e, CURLOPT_READFUNCTION,
+				      http_client_body_read);
 		if (!rc)
 			rc = curl_easy_setopt(e, CURLOPT_READDATA, (void *)s);
 		if (!rc)
-			rc = curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, slot_seek);
+			rc = curl_easy_setopt(e, CURLOPT_SEEKFUNCTION,
+					      http_client_body_seek);
 		if (!rc)
 			rc = curl_easy_setopt(e, CURLOPT_SEEKDATA, (void *)s);
 	}
