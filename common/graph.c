@@ -4,8 +4,8 @@
  * counts (MACs, FLOPs, parameters, weight bytes); plus the helpers the other
  * graph_*.c files share through graph_internal.h.
  *
- * The rest of the module: graph_infer.c (shape inference, constant
- * evaluation and folding), graph_canon.c (canonical node forms),
+ * The rest of the module: graph_infer.c (shape inference), graph_fold.c
+ * (constant evaluation and folding), graph_canon.c (canonical node forms),
  * graph_passes.c (graph_finalize() and its passes) and graph_check.c (the
  * invariant check).
  *

@@ -1,7 +1,7 @@
 /*
  * graph_internal.h - private declarations shared by the files of the graph
- * module (graph.c, graph_infer.c, graph_canon.c, graph_passes.c,
- * graph_check.c). Nothing outside them includes it; the public API is
+ * module (graph.c, graph_infer.c, graph_fold.c, graph_canon.c,
+ * graph_passes.c, graph_check.c). Nothing outside them includes it; the public API is
  * graph.h.
  *
  * Helpers that take a value or node index expect one the caller has
@@ -72,6 +72,8 @@ void graph_nodes_compact(graph *g, const bool *keep);
  * normalizes nd's attributes. */
 df_err graph_infer_shape(const graph *g, graph_node *nd, int *ondim,
                          int64_t *od);
+
+/* ---- graph_fold.c ------------------------------------------------------- */
 
 /* Infers every node's shape in order and folds the nodes that can be
  * evaluated now. Nodes must be in topological order. */

@@ -1,7 +1,7 @@
 /*
  * graph_passes.c - graph_finalize() and the passes it runs, in order: the
  * structure check, topological sort, shape inference and folding
- * (graph_infer.c), canonical forms (graph_canon.c), dead node removal,
+ * (graph_infer.c, graph_fold.c), canonical forms (graph_canon.c), dead node removal,
  * BatchNorm folding, post-op fusion and value compaction; graph_check()
  * (graph_check.c) then verifies the result.
  *
