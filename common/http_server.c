@@ -732,6 +732,8 @@ df_err http_server_create(const http_server_config *cfg,
 		{MHD_OPTION_SOCK_ADDR, 0, (void *)(uintptr_t)sa},
 		{MHD_OPTION_CONNECTION_LIMIT, (intptr_t)conns, NULL},
 		{MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)timeout, NULL},
+		{MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+		 (intptr_t)HTTP_CONNECTION_MEMORY, NULL},
 		{MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, s},
 		/* Strict HTTP parsing (e.g. HTTP/1.1 without Host is 400):
 		 * every client of ours is libcurl or a browser. */

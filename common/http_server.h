@@ -50,6 +50,14 @@
 #define HTTP_DEFAULT_MAX_BODY (1u << 20)   /* when cfg.max_body is 0 */
 #define HTTP_DEFAULT_MAX_CONNECTIONS 256
 #define HTTP_DEFAULT_TIMEOUT_S 60
+/* libmicrohttpd's memory pool per connection (its default is 32 KB). It
+ * holds the headers and the read buffer, whose size is what one recv()
+ * takes of a request body: 32 KB meant 16 KB reads, i.e. one poll, one
+ * recv and one upload callback per 16 KB of a multi-megabyte stage call.
+ * 128 KB gives 64 KB reads. Not more: libmicrohttpd zeroes the whole pool
+ * between the requests of a keep-alive connection (with 512 KB that memset
+ * alone was about 1% of a resnet18 worker's CPU). */
+#define HTTP_CONNECTION_MEMORY (128u * 1024)
 
 typedef struct http_server http_server;
 

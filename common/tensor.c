@@ -8,6 +8,7 @@
 #include "tensor.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,8 +58,8 @@ df_err tensor_shape_numel(int ndim, const int64_t *dims, tensor_dtype dtype,
 	return DF_OK;
 }
 
-df_err tensor_create(tensor_dtype dtype, int ndim, const int64_t *dims,
-		     tensor **out)
+static df_err create(tensor_dtype dtype, int ndim, const int64_t *dims,
+		     bool zero, tensor **out)
 {
 	size_t numel = 0;
 	df_err err = tensor_shape_numel(ndim, dims, dtype, &numel);
@@ -68,7 +69,9 @@ df_err tensor_create(tensor_dtype dtype, int ndim, const int64_t *dims,
 	if (!t)
 		return DF_ENOMEM;
 	/* calloc(0) may return NULL; always allocate at least one element. */
-	t->data = calloc(numel ? numel : 1, tensor_dtype_size(dtype));
+	size_t n = numel ? numel : 1;
+	t->data = zero ? calloc(n, tensor_dtype_size(dtype))
+		       : malloc(n * tensor_dtype_size(dtype)); /* checked above */
 	if (!t->data) {
 		free(t);
 		return df_errf(DF_ENOMEM, "cannot allocate tensor of %zu elements",
@@ -83,10 +86,45 @@ df_err tensor_create(tensor_dtype dtype, int ndim, const int64_t *dims,
 	return DF_OK;
 }
 
+df_err tensor_create(tensor_dtype dtype, int ndim, const int64_t *dims,
+		     tensor **out)
+{
+	return create(dtype, ndim, dims, true, out);
+}
+
+df_err tensor_create_uninit(tensor_dtype dtype, int ndim, const int64_t *dims,
+			    tensor **out)
+{
+	return create(dtype, ndim, dims, false, out);
+}
+
+df_err tensor_create_view(tensor_dtype dtype, int ndim, const int64_t *dims,
+			  void *data, tensor **out)
+{
+	size_t numel = 0;
+	df_err err = tensor_shape_numel(ndim, dims, dtype, &numel);
+	if (err)
+		return err;
+	if (!data)
+		return df_errf(DF_EINVAL, "tensor view: no data");
+	tensor *t = calloc(1, sizeof *t);
+	if (!t)
+		return DF_ENOMEM;
+	t->data = data;
+	t->borrowed = true;
+	t->dtype = dtype;
+	t->ndim = ndim;
+	for (int i = 0; i < ndim; i++)
+		t->dims[i] = dims[i];
+	t->numel = numel;
+	*out = t;
+	return DF_OK;
+}
+
 df_err tensor_clone(const tensor *t, tensor **out)
 {
 	tensor *c = NULL;
-	df_err err = tensor_create(t->dtype, t->ndim, t->dims, &c);
+	df_err err = tensor_create_uninit(t->dtype, t->ndim, t->dims, &c);
 	if (err)
 		return err;
 	memcpy(c->data, t->data, tensor_nbytes(t));
@@ -98,7 +136,8 @@ void tensor_destroy(tensor *t)
 {
 	if (!t)
 		return;
-	free(t->data);
+	if (!t->borrowed)
+		free(t->data);
 	free(t);
 }
 

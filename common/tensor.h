@@ -14,6 +14,7 @@
 #ifndef DF_TENSOR_H
 #define DF_TENSOR_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -36,7 +37,10 @@ typedef struct tensor {
 	int ndim;                       /* 0 (scalar) .. TENSOR_MAX_DIMS */
 	int64_t dims[TENSOR_MAX_DIMS];  /* each >= 0; unused entries 0 */
 	size_t numel;                   /* product of dims (1 for a scalar) */
-	void *data;                     /* numel * element size bytes, owned */
+	void *data;                     /* numel * element size bytes, owned
+					   unless borrowed */
+	bool borrowed;                  /* data is the caller's (a view made
+					   by tensor_create_view()) */
 } tensor;
 
 /* Bytes per element of dtype (4 or 8). */
@@ -54,6 +58,19 @@ df_err tensor_shape_numel(int ndim, const int64_t *dims, tensor_dtype dtype,
 /* New zero-filled tensor of the given shape. Free with tensor_destroy(). */
 df_err tensor_create(tensor_dtype dtype, int ndim, const int64_t *dims,
 		     tensor **out);
+
+/* Same as tensor_create() but the data is left uninitialised: for callers
+ * that overwrite every element at once (a decoder, a copy), which saves
+ * zeroing a buffer that is about to be written anyway. */
+df_err tensor_create_uninit(tensor_dtype dtype, int ndim, const int64_t *dims,
+			    tensor **out);
+
+/* New tensor of the given shape over data, which is not copied: the caller
+ * keeps it alive and unchanged while the view lives, and tensor_destroy()
+ * frees only the view. data must be aligned for dtype and hold the shape's
+ * bytes. */
+df_err tensor_create_view(tensor_dtype dtype, int ndim, const int64_t *dims,
+			  void *data, tensor **out);
 
 /* New deep copy of t. */
 df_err tensor_clone(const tensor *t, tensor **out);

@@ -150,6 +150,21 @@ static void put_bytes(wire_buf *b, const void *src, size_t n)
 	b->len += n;
 }
 
+/* Copies n bytes from src to dst and returns crc advanced over them
+ * (crc32c_update semantics), in blocks that stay in cache between the copy
+ * and the CRC: one pass over a tensor-sized buffer instead of two. */
+#define WIRE_COPY_BLOCK (64 * 1024)
+static uint32_t copy_crc(unsigned char *dst, const unsigned char *src,
+			 size_t n, uint32_t crc)
+{
+	for (size_t off = 0; off < n; off += WIRE_COPY_BLOCK) {
+		size_t k = n - off < WIRE_COPY_BLOCK ? n - off : WIRE_COPY_BLOCK;
+		memcpy(dst + off, src + off, k);
+		crc = crc32c_update(crc, dst + off, k);
+	}
+	return crc;
+}
+
 static uint16_t get_u16(const unsigned char *p)
 {
 	return (uint16_t)(p[0] | p[1] << 8);
@@ -308,11 +323,18 @@ df_err wire_frame_encode(wire_buf *b, const wire_frame *f)
 		put_u32(b, (uint32_t)f->ids[i]);
 	put_u64(b, (uint64_t)payload);
 	const float *src = t->data;
+	if (f->dtype != WIRE_F16 && WIRE_HOST_LE) {
+		/* The common case: copy the payload and checksum it in one pass. */
+		uint32_t crc = crc32c(b->data + start, b->len - start);
+		crc = copy_crc(b->data + b->len, (const unsigned char *)src,
+			       payload, crc);
+		b->len += payload;
+		put_u32(b, crc);
+		return DF_OK;
+	}
 	if (f->dtype == WIRE_F16) {
 		for (size_t i = 0; i < numel; i++)
 			put_u16(b, wire_f32_to_f16(src[i]));
-	} else if (WIRE_HOST_LE) {
-		put_bytes(b, src, payload);
 	} else {
 		for (size_t i = 0; i < numel; i++) {
 			uint32_t v;
@@ -324,8 +346,10 @@ df_err wire_frame_encode(wire_buf *b, const wire_frame *f)
 	return DF_OK;
 }
 
-df_err wire_frame_parse(const void *buf, size_t len, size_t *consumed,
-			wire_frame *out)
+/* wire_frame_parse(); with borrow, an f32 payload aligned for float in
+ * memory becomes a view into buf instead of a copy. */
+static df_err parse_frame(const void *buf, size_t len, size_t *consumed,
+			  bool borrow, wire_frame *out)
 {
 	cursor c = {buf, len, 0, "wire frame"};
 	const unsigned char *h = NULL, *at = NULL;
@@ -420,10 +444,32 @@ df_err wire_frame_parse(const void *buf, size_t len, size_t *consumed,
 		return df_errf(DF_EINVAL, "wire frame: %zu trailing bytes after the frame",
 			       len - c.off);
 	uint32_t want = get_u32(at);
-	uint32_t got = crc32c(buf, c.off - 4);
-	if (want != got)
-		return df_errf(DF_ECORRUPT, "wire frame: checksum mismatch (frame says %08x, data gives %08x)",
-			       want, got);
+	/* The tensor is allocated before the checksum is known so that the
+	 * common case (f32 on a little-endian host) copies and checksums the
+	 * payload in one pass; cur_take() bounded it by len. Every element is
+	 * written below, so it needs no zeroing. */
+	bool fused = dtype != WIRE_F16 && WIRE_HOST_LE;
+	bool view = fused && borrow &&
+		    (uintptr_t)payload % _Alignof(float) == 0;
+	if (view) /* the payload is read-only through a const tensor anyway */
+		err = tensor_create_view(TENSOR_F32, ndim, dims,
+					 (void *)(uintptr_t)payload, &t);
+	else
+		err = tensor_create_uninit(TENSOR_F32, ndim, dims, &t);
+	if (err)
+		goto out;
+	uint32_t got;
+	if (fused && !view) {
+		got = crc32c(buf, (size_t)(payload - (const unsigned char *)buf));
+		got = copy_crc(t->data, payload, expect, got);
+	} else {
+		got = crc32c(buf, c.off - 4);
+	}
+	if (want != got) {
+		err = df_errf(DF_ECORRUPT, "wire frame: checksum mismatch (frame says %08x, data gives %08x)",
+			      want, got);
+		goto out;
+	}
 
 	if (n_ch) {
 		ids = malloc((size_t)n_ch * sizeof *ids);
@@ -445,16 +491,12 @@ df_err wire_frame_parse(const void *buf, size_t len, size_t *consumed,
 		if (err)
 			goto out;
 	}
-	err = tensor_create(TENSOR_F32, ndim, dims, &t);
-	if (err)
-		goto out;
 	float *dst = t->data;
 	if (dtype == WIRE_F16) {
 		for (size_t i = 0; i < numel; i++)
 			dst[i] = wire_f16_to_f32(get_u16(payload + 2 * i));
-	} else if (WIRE_HOST_LE) {
-		if (expect)
-			memcpy(dst, payload, expect);
+	} else if (fused) {
+		/* copied with the checksum, or a view */
 	} else {
 		for (size_t i = 0; i < numel; i++) {
 			uint32_t v = get_u32(payload + 4 * i);
@@ -476,6 +518,12 @@ out:
 	tensor_destroy(t);
 	free(ids);
 	return err;
+}
+
+df_err wire_frame_parse(const void *buf, size_t len, size_t *consumed,
+			wire_frame *out)
+{
+	return parse_frame(buf, len, consumed, false, out);
 }
 
 void wire_frame_free(wire_frame *f)
@@ -561,7 +609,8 @@ df_err wire_msg_encode(wire_buf *b, const wire_msg *m)
 	return DF_OK;
 }
 
-df_err wire_msg_parse(const void *buf, size_t len, wire_msg *out)
+static df_err parse_msg(const void *buf, size_t len, bool borrow,
+			wire_msg *out)
 {
 	cursor c = {buf, len, 0, "wire message"};
 	const unsigned char *h = NULL, *at = NULL;
@@ -661,8 +710,8 @@ df_err wire_msg_parse(const void *buf, size_t len, wire_msg *out)
 	}
 	for (; n_parsed < n_frames; n_parsed++) {
 		size_t used = 0;
-		err = wire_frame_parse(c.p + c.off, len - c.off, &used,
-				       &frames[n_parsed]);
+		err = parse_frame(c.p + c.off, len - c.off, &used, borrow,
+				  &frames[n_parsed]);
 		if (err) {
 			err = frame_err(err, n_parsed, c.off);
 			goto out;
@@ -695,6 +744,16 @@ out:
 	free(neurons);
 	free(model);
 	return err;
+}
+
+df_err wire_msg_parse(const void *buf, size_t len, wire_msg *out)
+{
+	return parse_msg(buf, len, false, out);
+}
+
+df_err wire_msg_parse_borrow(const void *buf, size_t len, wire_msg *out)
+{
+	return parse_msg(buf, len, true, out);
 }
 
 void wire_msg_free(wire_msg *m)

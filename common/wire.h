@@ -190,6 +190,13 @@ df_err wire_msg_encode_envelope(wire_buf *b, const wire_msg *m);
  * everything; on failure it is untouched. */
 df_err wire_msg_parse(const void *buf, size_t len, wire_msg *out);
 
+/* Same as wire_msg_parse() (same checks, same errors), except that the
+ * tensor of an f32 frame whose payload is aligned for float in memory is a
+ * view into buf (tensor_create_view()) instead of a copy: buf must stay
+ * alive and unchanged until wire_msg_free(). For a receiver that is done
+ * with the message before it frees the bytes (the worker's stage calls). */
+df_err wire_msg_parse_borrow(const void *buf, size_t len, wire_msg *out);
+
 /* Frees what a parsed message owns and zeroes it. NULL is a no-op. */
 void wire_msg_free(wire_msg *m);
 

@@ -684,7 +684,8 @@ df_err worker_stage(worker *w, const void *body, size_t len,
 	worker_version *v = NULL;
 	tensor *result = NULL;
 	const tensor **inputs = NULL;
-	df_err err = wire_msg_parse(body, len, &msg);
+	/* The frames' tensors may point into body, which outlives msg. */
+	df_err err = wire_msg_parse_borrow(body, len, &msg);
 	if (err)
 		goto out;
 	if (msg.kind != WIRE_MSG_REQUEST) {

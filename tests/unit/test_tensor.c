@@ -173,6 +173,45 @@ static void shape_str_formats_and_truncates(void **state)
 	assert_string_equal(buf, "[]");
 }
 
+static void uninit_and_view_tensors(void **state)
+{
+	(void)state;
+	int64_t dims[] = {2, 3};
+	tensor *t = NULL;
+	assert_int_equal(tensor_create_uninit(TENSOR_F32, 2, dims, &t), DF_OK);
+	assert_int_equal(t->numel, 6);
+	assert_non_null(t->data);
+	assert_false(t->borrowed);
+	for (int i = 0; i < 6; i++)
+		tensor_f32(t)[i] = (float)i;
+	tensor *c = NULL;
+	assert_int_equal(tensor_clone(t, &c), DF_OK);
+	assert_memory_equal(c->data, t->data, 6 * sizeof(float));
+	tensor_destroy(c);
+	tensor_destroy(t);
+
+	/* A view over stack memory: the data is the caller's, destroying the
+	 * view must not free it (free() of a stack address would abort). */
+	float data[6] = {1, 2, 3, 4, 5, 6};
+	assert_int_equal(tensor_create_view(TENSOR_F32, 2, dims, data, &t), DF_OK);
+	assert_ptr_equal(t->data, data);
+	assert_true(t->borrowed);
+	assert_int_equal(t->numel, 6);
+	assert_true(tensor_f32(t)[5] == 6.0f);
+	assert_int_equal(tensor_clone(t, &c), DF_OK);
+	assert_false(c->borrowed);
+	assert_ptr_not_equal(c->data, data);
+	assert_memory_equal(c->data, data, sizeof data);
+	tensor_destroy(c);
+	tensor_destroy(t);
+	assert_true(data[0] == 1.0f);
+
+	int64_t bad[] = {2, -1};
+	assert_int_equal(tensor_create_view(TENSOR_F32, 2, bad, data, &t), DF_EINVAL);
+	assert_int_equal(tensor_create_view(TENSOR_F32, 2, dims, NULL, &t), DF_EINVAL);
+	assert_int_equal(tensor_create_uninit(TENSOR_F32, 2, bad, &t), DF_EINVAL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -185,6 +224,7 @@ int main(void)
 		cmocka_unit_test(scatter_checks_shapes),
 		cmocka_unit_test(max_error_measures_abs_and_rel),
 		cmocka_unit_test(shape_str_formats_and_truncates),
+		cmocka_unit_test(uninit_and_view_tensors),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,12 +6,14 @@
  */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 
 #include <float.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -439,6 +441,74 @@ static void messages_round_trip(void **state)
 		tensor_destroy(ts[i]);
 	free(ids);
 	wire_buf_free(&b);
+}
+
+/* Whether t's data lies inside b's bytes. */
+static bool data_in(const tensor *t, const wire_buf *b)
+{
+	uintptr_t p = (uintptr_t)t->data, lo = (uintptr_t)b->data;
+	return p >= lo && p < lo + b->len;
+}
+
+/* wire_msg_parse_borrow(): same message as wire_msg_parse(); f32 frames
+ * with a float-aligned payload are views into the buffer, other frames
+ * (f16, or misaligned by the model name's length) are copies. */
+static void borrowing_parse_views_aligned_f32_payloads(void **state)
+{
+	(void)state;
+	int64_t d_in[] = {1, 64, 40, 40}, d_side[] = {1, 4, 5, 5};
+	tensor *ts[3] = {make_tensor(4, d_in), make_tensor(4, d_side),
+			 make_tensor(4, d_side)};
+	int32_t ids[] = {1, 5, 8, 11};
+	wire_frame frames[3] = {
+		{ts[0], WIRE_F32, WIRE_WHOLE, 0, NULL, 0},
+		{ts[1], WIRE_F32, 1, 16, ids, 4},
+		{ts[2], WIRE_F16, 1, 16, ids, 4},
+	};
+	/* "resnet18" keeps the envelope (40 + 8 + 16 + 4 bytes) and thus
+	 * every payload 4-byte aligned; "resnet-fm" shifts them by one. */
+	const char *names[] = {"resnet18", "resnet-fm"};
+	for (int k = 0; k < 2; k++) {
+		char name[16];
+		snprintf(name, sizeof name, "%s", names[k]);
+		wire_msg m = {WIRE_MSG_REQUEST, 5, 2, 1, name, ids, 4, frames, 3};
+		wire_buf b = {0};
+		assert_int_equal(wire_msg_encode(&b, &m), DF_OK);
+		wire_msg copy = {0}, view = {0};
+		assert_int_equal(wire_msg_parse(b.data, b.len, &copy), DF_OK);
+		assert_int_equal(wire_msg_parse_borrow(b.data, b.len, &view), DF_OK);
+		assert_string_equal(view.model, names[k]);
+		assert_int_equal(view.n_frames, 3);
+		assert_memory_equal(view.neurons, ids, sizeof ids);
+		for (int i = 0; i < 3; i++) {
+			assert_frames_equal(&frames[i], &view.frames[i]);
+			assert_frames_equal(&copy.frames[i], &view.frames[i]);
+			assert_false(data_in(copy.frames[i].t, &b));
+		}
+		bool aligned = k == 0;
+		assert_true(data_in(view.frames[0].t, &b) == aligned);
+		assert_true(data_in(view.frames[1].t, &b) == aligned);
+		assert_false(data_in(view.frames[2].t, &b)); /* f16: converted */
+		wire_msg_free(&view); /* must not free b's bytes */
+		wire_msg_free(&copy);
+
+		/* A flip deep in frame 0's payload (past the first 64 KB,
+		 * where parsing copies and checksums block by block) is a
+		 * checksum error both ways. */
+		size_t env = WIRE_MSG_HEADER + strlen(names[k]) + 16 + 4;
+		size_t at = env + 24 + 32 + 8 + 300000;
+		b.data[at] ^= 0x04;
+		assert_int_equal(wire_msg_parse(b.data, b.len, &copy), DF_ECORRUPT);
+		assert_non_null(strstr(df_err_msg(), "frame 0"));
+		assert_null(copy.model);
+		assert_int_equal(wire_msg_parse_borrow(b.data, b.len, &view),
+				 DF_ECORRUPT);
+		assert_non_null(strstr(df_err_msg(), "checksum"));
+		assert_null(view.model);
+		wire_buf_free(&b);
+	}
+	for (int i = 0; i < 3; i++)
+		tensor_destroy(ts[i]);
 }
 
 /* ---- rejection -------------------------------------------------------- */
@@ -1055,6 +1125,7 @@ int main(void)
 		cmocka_unit_test(scalar_and_special_values_round_trip),
 		cmocka_unit_test(big_frame_round_trips),
 		cmocka_unit_test(messages_round_trip),
+		cmocka_unit_test(borrowing_parse_views_aligned_f32_payloads),
 		cmocka_unit_test(every_frame_truncation_is_rejected),
 		cmocka_unit_test(every_message_truncation_is_rejected),
 		cmocka_unit_test(every_bit_flip_is_detected),
