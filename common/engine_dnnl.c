@@ -235,7 +235,9 @@ static df_err dn_run(engine *e, const tensor *const *inputs, tensor **outputs)
 		const graph_value *yv = &g->values[g->outputs[i]];
 		const dn_out *o = &E->outs[i];
 		const dn_mem *m = &E->mems[o->src];
-		DN_CHECK(tensor_create(TENSOR_F32, yv->ndim, yv->dims, &outputs[i]));
+		/* fully written below (reorder into it, or memcpy) */
+		DN_CHECK(tensor_create_uninit(TENSOR_F32, yv->ndim, yv->dims,
+					      &outputs[i]));
 		if (!o->prim)
 			continue;
 		dnnl_exec_arg_t args[3] = {
