@@ -383,7 +383,8 @@ static df_err run_distributed(runner *r, int s, const tensor *const *inputs,
 	df_err err = DF_OK;
 	bool *missing = NULL;
 	const graph_value *ov = &r->g->values[st->outputs[0]];
-	err = tensor_create(TENSOR_F32, ov->ndim, ov->dims, &j.out);
+	/* every channel is written: by an answer, or by impute_apply() */
+	err = tensor_create_uninit(TENSOR_F32, ov->ndim, ov->dims, &j.out);
 	if (err)
 		return err;
 	/* ids: round 1 uses at most n (+ replicas in active mode) entries */
