@@ -58,8 +58,9 @@ df_err tensor_shape_numel(int ndim, const int64_t *dims, tensor_dtype dtype,
 	return DF_OK;
 }
 
-static df_err create(tensor_dtype dtype, int ndim, const int64_t *dims,
-		     bool zero, tensor **out)
+/* A tensor header for a checked shape; data is set by the caller. */
+static df_err header(tensor_dtype dtype, int ndim, const int64_t *dims,
+		     tensor **out)
 {
 	size_t numel = 0;
 	df_err err = tensor_shape_numel(ndim, dims, dtype, &numel);
@@ -68,20 +69,31 @@ static df_err create(tensor_dtype dtype, int ndim, const int64_t *dims,
 	tensor *t = calloc(1, sizeof *t);
 	if (!t)
 		return DF_ENOMEM;
-	/* calloc(0) may return NULL; always allocate at least one element. */
-	size_t n = numel ? numel : 1;
-	t->data = zero ? calloc(n, tensor_dtype_size(dtype))
-		       : malloc(n * tensor_dtype_size(dtype)); /* checked above */
-	if (!t->data) {
-		free(t);
-		return df_errf(DF_ENOMEM, "cannot allocate tensor of %zu elements",
-			       numel);
-	}
 	t->dtype = dtype;
 	t->ndim = ndim;
 	for (int i = 0; i < ndim; i++)
 		t->dims[i] = dims[i];
 	t->numel = numel;
+	*out = t;
+	return DF_OK;
+}
+
+static df_err create(tensor_dtype dtype, int ndim, const int64_t *dims,
+		     bool zero, tensor **out)
+{
+	tensor *t = NULL;
+	df_err err = header(dtype, ndim, dims, &t);
+	if (err)
+		return err;
+	/* calloc(0) may return NULL; always allocate at least one element. */
+	size_t n = t->numel ? t->numel : 1;
+	t->data = zero ? calloc(n, tensor_dtype_size(dtype))
+		       : malloc(n * tensor_dtype_size(dtype)); /* checked above */
+	if (!t->data) {
+		free(t);
+		return df_errf(DF_ENOMEM, "cannot allocate tensor of %zu elements",
+			       n);
+	}
 	*out = t;
 	return DF_OK;
 }
@@ -101,22 +113,16 @@ df_err tensor_create_uninit(tensor_dtype dtype, int ndim, const int64_t *dims,
 df_err tensor_create_view(tensor_dtype dtype, int ndim, const int64_t *dims,
 			  void *data, tensor **out)
 {
-	size_t numel = 0;
-	df_err err = tensor_shape_numel(ndim, dims, dtype, &numel);
+	tensor *t = NULL;
+	df_err err = header(dtype, ndim, dims, &t);
 	if (err)
 		return err;
-	if (!data)
+	if (!data) {
+		free(t);
 		return df_errf(DF_EINVAL, "tensor view: no data");
-	tensor *t = calloc(1, sizeof *t);
-	if (!t)
-		return DF_ENOMEM;
+	}
 	t->data = data;
 	t->borrowed = true;
-	t->dtype = dtype;
-	t->ndim = ndim;
-	for (int i = 0; i < ndim; i++)
-		t->dims[i] = dims[i];
-	t->numel = numel;
 	*out = t;
 	return DF_OK;
 }

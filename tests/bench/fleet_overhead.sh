@@ -60,28 +60,15 @@ if [ -z "$out" ]; then
 	out=$results/fleet_overhead.md
 	[ "$workers" = 1 ] || out=$results/fleet_overhead.${workers}w.md
 fi
-build=${BUILD_DIR:-$root/build}
-shipped=${DF_MODELS_DIR:-$root/models}
-dicefleet=$build/services/cli/dicefleet
-gateway=$build/services/gateway/dicefleet-gateway
-worker=$build/services/worker/dicefleet-worker
-client=$build/tests/integration/fleet_client
-for b in "$dicefleet" "$gateway" "$worker" "$client"; do
-	if [ ! -x "$b" ]; then
-		echo "fleet_overhead.sh: $b not found (build first, or set BUILD_DIR)" >&2
-		exit 1
-	fi
-done
-run=$work/fleet-overhead
-[ "$workers" = 1 ] || run=$work/fleet-overhead-${workers}w
-rm -rf "$run"
-mkdir -p "$run" "$results" "$(dirname "$out")"
-pids=()
-cleanup() {
-	[ ${#pids[@]} -gt 0 ] && kill -TERM "${pids[@]}" 2>/dev/null
-	wait 2>/dev/null || true
-}
-trap cleanup EXIT
+. "$here/bench_lib.sh"
+shipped=$bench_models
+dicefleet=$bench_build/services/cli/dicefleet
+client=$bench_client
+name=fleet-overhead
+[ "$workers" = 1 ] || name=fleet-overhead-${workers}w
+bench_setup "$name" "$dicefleet" "$bench_gateway" "$bench_worker" "$client"
+run=$bench_run
+mkdir -p "$(dirname "$out")"
 
 # ---- models, images, inputs -------------------------------------------------
 fleet_models=$run/models
@@ -139,32 +126,15 @@ for m in $models; do
 	wargs=()
 	wk_pid[$m]=""
 	for ((k = 1; k <= workers; k++)); do
-		"$worker" --id "w$k-$m" --bind 127.0.0.1 --port 0 --port-file "$run/$m.w$k.port" \
-			--models "$fleet_models" --threads "$threads" --log-level warn \
-			>"$run/$m.w$k.log" 2>&1 &
-		pids+=($!)
-		wk_pid[$m]="${wk_pid[$m]} $!"
+		bench_start_worker "$m.w$k" "w$k-$m" --models "$fleet_models" \
+			--threads "$threads"
+		wk_pid[$m]="${wk_pid[$m]} $BENCH_PID"
+		wargs+=(--worker "w$k-$m=$BENCH_URL")
 	done
-	for ((k = 1; k <= workers; k++)); do
-		for ((i = 0; i < 200; i++)); do [ -s "$run/$m.w$k.port" ] && break; sleep 0.05; done
-		wargs+=(--worker "w$k-$m=http://127.0.0.1:$(cat "$run/$m.w$k.port")")
-	done
-	"$gateway" --bind 127.0.0.1 --port 0 --port-file "$run/$m.gport" \
-		--db "$run/$m.db" --models "$fleet_models" --model "$m" --threads 1 \
-		--impute zero --log-level warn "${wargs[@]}" \
-		>"$run/$m.gateway.log" 2>&1 &
-	pids+=($!)
-	gw_pid[$m]=$!
-	for ((i = 0; i < 600; i++)); do
-		[ -s "$run/$m.gport" ] &&
-			curl -sf -o /dev/null "http://127.0.0.1:$(cat "$run/$m.gport")/v2/health/ready" && break
-		sleep 0.1
-	done
-	url[$m]="http://127.0.0.1:$(cat "$run/$m.gport")"
-	curl -sf -o /dev/null "${url[$m]}/v2/health/ready" || {
-		echo "fleet_overhead.sh: fleet for $m not ready: $(tail -3 "$run/$m.gateway.log")" >&2
-		exit 1
-	}
+	bench_start_gateway "$m.gw" --models "$fleet_models" --model "$m" \
+		--impute zero --log-level warn "${wargs[@]}"
+	gw_pid[$m]=$BENCH_PID
+	url[$m]=$BENCH_URL
 done
 echo "fleet_overhead: fleets ready; $rounds rounds x $repeat requests" >&2
 
