@@ -223,7 +223,8 @@ typedef struct dev_info {
 				     0 = none) */
 	int64_t failures;         /* failed contacts in a row */
 	int64_t since_ms;         /* wall-clock ms of the last state change
-				     (or of registration), for display */
+				     (or of registration), for display;
+				     filled by health_list/health_get */
 	int64_t since_mono_ms;    /* the same on the monotonic clock
 				     (http_client_now_ms), for durations */
 } dev_info;

@@ -109,13 +109,20 @@ static int find(const health *h, const char *id)
 	return -1;
 }
 
+/* e's view for a caller: since_ms converted to the wall clock now. */
+static dev_info info_out(const entry *e)
+{
+	dev_info d = e->info;
+	d.since_ms = wall_ms() - (mono_ms() - d.since_mono_ms);
+	return d;
+}
+
 /* Copies the machine's view into e->info; under lock. */
 static void sync_info(entry *e)
 {
 	e->info.state = e->fsm.state;
 	e->info.failures = e->fsm.failures;
 	e->info.since_mono_ms = e->fsm.since_ms;
-	e->info.since_ms = wall_ms() - (mono_ms() - e->fsm.since_ms);
 	e->info.latency_ms = e->fsm.probe_ms;
 	e->info.call_latency_ms = e->fsm.call_ms;
 }
@@ -324,7 +331,7 @@ df_err health_list(health *h, dev_info **out, size_t *n)
 	dev_info *copy = malloc((h->n + 1) * sizeof *copy);
 	if (copy) {
 		for (size_t i = 0; i < h->n; i++)
-			copy[i] = h->devs[i].info;
+			copy[i] = info_out(&h->devs[i]);
 		*n = h->n;
 	}
 	pthread_mutex_unlock(&h->lock);
@@ -339,7 +346,7 @@ df_err health_get(health *h, const char *id, dev_info *out)
 	pthread_mutex_lock(&h->lock);
 	int i = find(h, id);
 	if (i >= 0)
-		*out = h->devs[i].info;
+		*out = info_out(&h->devs[i]);
 	pthread_mutex_unlock(&h->lock);
 	return i >= 0 ? DF_OK : df_errf(DF_ENOENT, "no device %s", id);
 }
